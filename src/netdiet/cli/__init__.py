@@ -1,0 +1,1 @@
+"""The `netdiet` command line: one module per sub-command, registered in main.COMMANDS."""
