@@ -1,0 +1,37 @@
+"""netdiet: put any PyTorch network on a diet.
+
+Pipeline: graph -> space -> cost -> method -> export -> report (see docs/architecture.md).
+"""
+
+__version__ = "0.1.0"
+
+from netdiet.cost import CostReport, cost, measured_flops  # noqa: E402
+from netdiet.errors import (  # noqa: E402
+    InvalidKeepError,
+    NetdietError,
+    RecipeError,
+    TraceError,
+    UnsupportedModelError,
+    VerificationError,
+)
+from netdiet.export import load, save, verify  # noqa: E402
+from netdiet.space import Group, Space, analyze  # noqa: E402
+
+__all__ = [
+    "CostReport",
+    "Group",
+    "InvalidKeepError",
+    "NetdietError",
+    "RecipeError",
+    "Space",
+    "TraceError",
+    "UnsupportedModelError",
+    "VerificationError",
+    "__version__",
+    "analyze",
+    "cost",
+    "load",
+    "measured_flops",
+    "save",
+    "verify",
+]

@@ -1,0 +1,100 @@
+"""Update module attributes after slicing, so the slim model runs at other input sizes and saves cleanly.
+
+Sizes come from the new weights where a weight says it all (Linear, Conv, BatchNorm, Embedding) and
+from the graph's records where it does not (conv `groups`, GroupNorm groups, attention head counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+ALL_HEAD_ATTRS = ("all_head_size", "split_size", "inner_dim")
+
+
+def update_module(module: nn.Module, groups: int | None) -> None:
+    """Standard torch layers: attribute = what the sliced weight now says."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        g = groups if groups is not None else module.groups
+        module.groups = g
+        w = module.weight
+        if module.transposed:
+            module.in_channels, module.out_channels = w.shape[0], w.shape[1] * g
+        else:
+            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * g
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        ref = module.weight if module.weight is not None else module.running_mean
+        if ref is not None:
+            module.num_features = ref.shape[0]
+    elif isinstance(module, nn.GroupNorm):
+        if groups is not None:
+            module.num_groups = groups
+        if module.weight is not None:
+            module.num_channels = module.weight.shape[0]
+    elif isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = module.weight.shape
+    elif type(module).__name__ == "Conv1D" and hasattr(module, "nf") and module.weight.dim() == 2:
+        module.nx, module.nf = module.weight.shape  # HF GPT-2's transposed linear
+    elif isinstance(module, nn.MultiheadAttention):
+        embed = module.in_proj_weight.shape[1] if module.in_proj_weight is not None else module.embed_dim
+        module.embed_dim = module.kdim = module.vdim = embed
+        module.num_heads = embed // module.head_dim
+
+
+def update_norm(module: nn.Module, size: int) -> None:
+    """LayerNorm/RMSNorm-like modules: their normalised size, whatever the class calls it."""
+    if hasattr(module, "normalized_shape"):
+        module.normalized_shape = (int(size),)
+    for attr in ("hidden_size", "dim"):
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, int(size))
+
+
+def update_attention(module: nn.Module, q_heads: int, kv_heads: int, head_dim: int) -> None:
+    """Head-count attributes of attention modules (torch, HF BERT/ViT/GPT-2/Llama and look-alikes)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return
+    for attr in HEAD_ATTRS:
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, q_heads)
+    for attr in KV_HEAD_ATTRS:
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, kv_heads)
+    if isinstance(getattr(module, "num_key_value_groups", None), int) and kv_heads:
+        module.num_key_value_groups = q_heads // kv_heads
+    for attr in ALL_HEAD_ATTRS:
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, q_heads * head_dim)
+
+
+def update_hf_config(model: nn.Module, facts: Mapping[str, Any]) -> None:
+    """Keep an HF config truthful where the slim model is uniform (same width in every layer).
+
+    Non-uniform widths cannot be described by one HF config; the recipe records them and
+    `netdiet.load` rebuilds the model from it.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return
+    setters: dict[str, Callable[[], Any]] = {
+        "hidden_size": lambda: facts.get("hidden"),
+        "n_embd": lambda: facts.get("hidden"),
+        "d_model": lambda: facts.get("hidden"),
+        "num_attention_heads": lambda: facts.get("heads"),
+        "n_head": lambda: facts.get("heads"),
+        "num_key_value_heads": lambda: facts.get("kv_heads"),
+        "intermediate_size": lambda: facts.get("intermediate"),
+        "n_inner": lambda: facts.get("intermediate"),
+    }
+    for attr, get in setters.items():
+        value = get()
+        if value is not None and hasattr(config, attr) and getattr(config, attr) is not None:
+            setattr(config, attr, int(value))
+    if facts.get("heads") and facts.get("head_dim") and hasattr(config, "head_dim"):
+        config.head_dim = int(facts["head_dim"])

@@ -1,0 +1,138 @@
+"""Make a keep-setting real: the masked reference and the physically smaller model, checked equal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from netdiet import __version__
+from netdiet.export.adapters import update_attention, update_hf_config, update_module, update_norm
+from netdiet.export.masked_norm import MaskedLastDimNorm
+from netdiet.export.slicing import copy_model, slice_tensors, zero_dropped
+from netdiet.export.verify import verify
+from netdiet.space import Space
+
+RECIPE_ATTR = "netdiet_recipe"
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path) if path else model
+
+
+def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = _submodule(model, parent_path)
+    setattr(parent, name, new)
+
+
+def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module:
+    """Slice `model` (a copy of the analysed model, or something with the same structure) in place."""
+    valid = space.validate(keep)
+    kept = space.kept_positions(valid)
+    analysis = space.analysis
+    counts = space.counts(valid)
+    slice_tensors(model, kept, analysis.param_aliases)
+    group_counts = {path: int(space.dim_size(rec.groups, counts)) for path, rec in analysis.groups.items()}
+    for path, module in model.named_modules():
+        update_module(module, group_counts.get(path))
+    for path, rec in analysis.norms.items():
+        module = _submodule(model, path)
+        update_norm(module, int(space.dim_size(rec.layout, counts)))
+    heads, kv_heads = set(), set()
+    for path, rec in analysis.attentions.items():
+        q = int(space.dim_size(rec.q_heads, counts))
+        kv = int(space.dim_size(rec.kv_heads, counts))
+        heads.add(q)
+        kv_heads.add(kv)
+        update_attention(_submodule(model, path), q, kv, rec.head_dim)
+    update_hf_config(model, _uniform_facts(space, counts, heads, kv_heads))
+    setattr(model, RECIPE_ATTR, make_recipe(space, valid))
+    return model
+
+
+def export_model(space: Space, keep: Mapping[str, Any], *, verify: bool = True, rtol: float = 1e-5) -> nn.Module:
+    """A new, smaller nn.Module; by default checked against `mask_model` on random inputs."""
+    slim = shrink(space, keep, copy_model(space.model))
+    if verify and not _on_meta(space.model):
+        reference = mask_model(space, keep)
+        verify_equal(reference, slim, space, rtol=rtol)
+    return slim
+
+
+def verify_equal(reference: nn.Module, slim: nn.Module, space: Space, *, rtol: float = 1e-5) -> float:
+    return verify(reference, slim, space.example_inputs, rtol=rtol)
+
+
+def mask_model(space: Space, keep: Mapping[str, Any]) -> nn.Module:
+    """A copy of the original with dropped units zeroed: the reference every export is checked against.
+
+    Zeroing alone is not enough where statistics span the pruned dimension (LayerNorm, RMSNorm over a
+    pruned hidden size): those modules are wrapped so their statistics cover only the kept units.
+    """
+    valid = space.validate(keep)
+    kept = space.kept_positions(valid)
+    counts = space.counts(valid)
+    masked = copy_model(space.model)
+    zero_dropped(masked, kept)
+    table = space.analysis.table
+    from netdiet.space import positions
+    from netdiet.space.keep import kept_by_atom
+
+    by_atom = kept_by_atom(valid, space.groups)
+    for path, rec in space.analysis.norms.items():
+        size = table.size(rec.layout)
+        if int(space.dim_size(rec.layout, counts)) == size:
+            continue
+        idx = positions(table, rec.layout, by_atom)
+        inner = copy_model(_submodule(space.model, path))
+        local = {f"{name}": [idx] + [None] * (p.dim() - 1) for name, p in inner.named_parameters() if p.dim() >= 1 and p.shape[0] == size}
+        slice_tensors(inner, local, {})
+        update_norm(inner, idx.numel())
+        _set_submodule(masked, path, MaskedLastDimNorm(inner, idx, size))
+    return masked
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+def _uniform_facts(space: Space, counts: Mapping[int, Any], heads: set[int], kv_heads: set[int]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    hidden = [g for g in space.groups if g.kind == "hidden"]
+    if len(hidden) == 1:
+        facts["hidden"] = int(counts.get(hidden[0].atom, hidden[0].size))
+    if len(heads) == 1:
+        facts["heads"] = heads.pop()
+    if len(kv_heads) == 1:
+        facts["kv_heads"] = kv_heads.pop()
+    config = getattr(space.model, "config", None)
+    inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    if isinstance(inter, int):
+        widths = {
+            int(space.dim_size(info.dims[0], counts))
+            for info in space.analysis.params.values()
+            if info.attr == "weight" and len(info.shape) == 2 and info.shape[0] == inter and "mlp" in info.module_path
+            or (info.attr == "weight" and len(info.shape) == 2 and info.shape[0] == inter and "intermediate" in info.module_path)
+        }
+        if len(widths) == 1:
+            facts["intermediate"] = widths.pop()
+    return facts
+
+
+def make_recipe(space: Space, keep: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The JSON-able description of an export: enough, with the base model, to rebuild it."""
+    from netdiet.export.recipe import describe_inputs, fingerprint
+
+    return {
+        "format": "netdiet.recipe/1",
+        "netdiet_version": __version__,
+        "base_model": f"{type(space.model).__module__}.{type(space.model).__qualname__}",
+        "base_fingerprint": fingerprint(space.model),
+        "example_inputs": describe_inputs(space.example_inputs),
+        "exclude": list(space.exclude),
+        "keep": {name: [int(i) for i in idx] for name, idx in keep.items()
+                 if idx.numel() != space.group(name).size},
+    }

@@ -1,0 +1,88 @@
+"""What the graph stage hands to the stages after it: parameter layouts, cost terms and module facts.
+
+Everything here is plain data over layouts; later stages evaluate layouts at kept counts (exact or
+relaxed) and never look at the fx graph again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netdiet.graph.layout import AtomTable, Layout
+
+
+@dataclass
+class TensorValue:
+    """The layout of each dimension of one traced tensor."""
+
+    shape: tuple[int, ...]
+    dims: list[Layout]
+    param: str | None = None  # the parameter this tensor is (or is an elementwise function of)
+
+
+@dataclass
+class ParamInfo:
+    """A parameter or buffer of the model and the layout of each of its dimensions."""
+
+    name: str  # fully qualified, as in model.state_dict()
+    module_path: str
+    attr: str
+    is_buffer: bool
+    shape: tuple[int, ...]
+    dims: list[Layout]
+
+
+@dataclass
+class CostTerm:
+    """MACs of one op = coeff * product of the sizes of `layouts` (a multiply-add counts as 2 FLOPs).
+
+    `weight` names the parameter whose bit width scales the BOPs of this term (None for
+    activation x activation products such as attention scores).
+    """
+
+    layer: str
+    op: str
+    coeff: int
+    layouts: list[Layout]
+    weight: str | None = None
+
+
+@dataclass
+class GroupsRecord:
+    """A module's `groups` count (grouped conv, GroupNorm) as a layout, so export can recompute it."""
+
+    module_path: str
+    groups: Layout
+
+
+@dataclass
+class AttentionRecord:
+    """Head layouts seen at a scaled-dot-product attention call, for export of head-count attributes."""
+
+    module_path: str
+    q_heads: Layout
+    kv_heads: Layout
+    head_dim: int
+
+
+@dataclass
+class NormRecord:
+    """A normalisation over the last dimension (LayerNorm, RMSNorm): its statistics span the units kept."""
+
+    module_path: str
+    layout: Layout
+
+
+@dataclass
+class GraphAnalysis:
+    """The result of walking the exported graph."""
+
+    table: AtomTable
+    params: dict[str, ParamInfo]
+    cost_terms: list[CostTerm]
+    groups: dict[str, GroupsRecord]
+    attentions: dict[str, AttentionRecord]
+    norms: dict[str, NormRecord]
+    input_spec: list[dict]
+    param_aliases: dict[str, list[str]] = field(default_factory=dict)
+    roles: dict[tuple[str, int], str] = field(default_factory=dict)

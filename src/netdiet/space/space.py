@@ -1,0 +1,150 @@
+"""The Space: every prunable group of a model, its constraints, and the operations over keep-settings.
+
+`mask`, `export` and `cost` are conveniences that call the later stages (imported inside the method,
+so this stage never depends on them at import time); the stages themselves never call back here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from netdiet.errors import InvalidKeepError
+from netdiet.graph import ExampleInputs, GraphAnalysis, analyze_graph, normalize_inputs
+from netdiet.space.groups import ExcludedGroup, Group, build_groups
+from netdiet.space.keep import Keep, kept_by_atom, kept_size, positions, validate_keep
+
+
+@dataclass
+class LayerKnobSite:
+    """A conv or linear layer: where later issues attach rank (low-rank) and bit-width knobs."""
+
+    name: str
+    op: str
+    weight: str
+
+
+class Space:
+    """What can shrink in a model. Built by `netdiet.analyze`; never modifies the model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: ExampleInputs,
+        analysis: GraphAnalysis,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.model = model
+        self.example_inputs = inputs
+        self.analysis = analysis
+        self.exclude = list(exclude)
+        self.groups, self.excluded = build_groups(analysis)
+        self._by_name = {g.name: g for g in self.groups}
+        self.layers = _layer_sites(analysis)
+
+    # ----- groups ---------------------------------------------------------------------------------
+    def group(self, name: str) -> Group:
+        if name not in self._by_name:
+            raise InvalidKeepError(f"unknown group '{name}'; groups are {list(self._by_name)[:10]}...")
+        return self._by_name[name]
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for g in self.groups:
+            kinds[g.kind] = kinds.get(g.kind, 0) + 1
+        return f"Space({type(self.model).__name__}: {len(self.groups)} groups {kinds}, {len(self.excluded)} excluded)"
+
+    # ----- keep-settings --------------------------------------------------------------------------
+    def full_keep(self) -> Keep:
+        return {g.name: torch.arange(g.size) for g in self.groups}
+
+    def validate(self, keep: Mapping[str, Any]) -> Keep:
+        return validate_keep(keep, self.groups, self.excluded)
+
+    def sample(self, ratio: float | None = None, seed: int = 0) -> Keep:
+        """A random valid keep-setting: each group keeps ~ratio of its units (random ratio if None)."""
+        if ratio is not None and not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        gen = torch.Generator().manual_seed(int(seed))
+        keep: Keep = {}
+        for g in self.groups:
+            r = float(ratio) if ratio is not None else float(torch.empty(1).uniform_(0.1, 1.0, generator=gen))
+            n = max(g.min_keep, int(round(g.size * r)))
+            if g.multiple_of > 1:
+                n = max(g.multiple_of, (n // g.multiple_of) * g.multiple_of)
+            n = min(n, g.size)
+            keep[g.name] = torch.sort(torch.randperm(g.size, generator=gen)[:n]).values
+        return keep
+
+    def counts(self, keep: Mapping[str, Any] | None = None) -> dict[int, Any]:
+        """Kept units per atom; values may also be floats or tensors (relaxed counts for surrogates)."""
+        if keep is None:
+            return {}
+        out: dict[int, Any] = {}
+        for name, value in keep.items():
+            group = self.group(name)
+            if isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.dim() == 0):
+                out[group.atom] = value
+            else:
+                out[group.atom] = len(value)
+        return out
+
+    def dim_size(self, layout: Any, counts: Mapping[int, Any]) -> Any:
+        return kept_size(self.analysis.table, layout, counts)
+
+    def kept_positions(self, keep: Keep) -> dict[str, list[torch.Tensor | None]]:
+        """For every parameter and buffer: per dim, the kept positions (None where nothing is dropped)."""
+        table = self.analysis.table
+        kept = kept_by_atom(keep, self.groups)
+        out: dict[str, list[torch.Tensor | None]] = {}
+        for name, info in self.analysis.params.items():
+            dims: list[torch.Tensor | None] = []
+            for size, layout in zip(info.shape, info.dims):
+                touched = any(a.id in kept for a in table.leaves(layout))
+                dims.append(positions(table, layout, kept) if touched else None)
+                if dims[-1] is not None and dims[-1].numel() == size:
+                    dims[-1] = None
+            out[name] = dims
+        return out
+
+    # ----- later stages ---------------------------------------------------------------------------
+    def mask(self, keep: Mapping[str, Any]) -> nn.Module:
+        from netdiet.export import mask_model
+
+        return mask_model(self, keep)
+
+    def export(self, keep: Mapping[str, Any], *, verify: bool = True) -> nn.Module:
+        from netdiet.export import export_model
+
+        return export_model(self, keep, verify=verify)
+
+    def cost(self, keep: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        from netdiet.cost import cost
+
+        return cost(self, keep, **kwargs)
+
+
+def analyze(model: nn.Module, example_inputs: Any, *, exclude: Sequence[Any] = ()) -> Space:
+    """Trace `model` and find every group of units that can be removed together.
+
+    `example_inputs`: a tensor, a tuple of positional inputs, a dict of keyword inputs, or (args, kwargs).
+    `exclude`: module paths (globs allowed), module objects or module types whose dimensions must not
+    shrink. The model is not modified.
+    """
+    inputs = normalize_inputs(example_inputs)
+    analysis = analyze_graph(model, inputs, exclude)
+    names = [e if isinstance(e, str) else type(e).__name__ for e in exclude]
+    return Space(model, inputs, analysis, names)
+
+
+def _layer_sites(analysis: GraphAnalysis) -> list[LayerKnobSite]:
+    out, seen = [], set()
+    for term in analysis.cost_terms:
+        if term.weight is not None and term.weight not in seen:
+            seen.add(term.weight)
+            out.append(LayerKnobSite(term.layer, term.op, term.weight))
+    return out
