@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from netdiet.errors import NetdietError
 
-COMMANDS: tuple[str, ...] = ("analyze",)
+COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

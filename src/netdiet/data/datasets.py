@@ -121,6 +121,8 @@ def _build_images(spec: DataSpec, rank: int, world_size: int) -> DataBundle:
     splits = _image_splits(spec)
     val_size = DEFAULT_VAL_SIZE[spec.name] if spec.val_size is None else spec.val_size
     train, val = split_train(splits["train"], val_size, spec.subset)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     if spec.name == "cifar10":
         mean, std = CIFAR10_MEAN, CIFAR10_STD
     else:
