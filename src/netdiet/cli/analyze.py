@@ -37,7 +37,9 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="for MODEL=module:factory, the example input shape without batch, e.g. 3,224,224",
     )
-    p.add_argument("--exclude", action="append", default=[], help="module path (glob) that must not shrink; repeatable")
+    p.add_argument(
+        "--exclude", action="append", default=[], help="module path (glob) that must not shrink; repeatable"
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
     p.set_defaults(handler=run)
 
@@ -46,7 +48,9 @@ def load_model(spec: str, batch: int, input_shape: str | None) -> tuple[nn.Modul
     if spec in zoo.names():
         return zoo.build(spec), tuple(zoo.example_inputs(spec, batch_size=batch))
     if ":" not in spec:
-        raise NetdietError(f"unknown model '{spec}': use a zoo name ({', '.join(zoo.names())}) or 'module:factory'")
+        raise NetdietError(
+            f"unknown model '{spec}': use a zoo name ({', '.join(zoo.names())}) or 'module:factory'"
+        )
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -56,7 +60,9 @@ def load_model(spec: str, batch: int, input_shape: str | None) -> tuple[nn.Modul
     if not isinstance(model, nn.Module):
         raise NetdietError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     if input_shape is None:
-        raise NetdietError("--input-shape is required for module:factory models, e.g. --input-shape 3,224,224")
+        raise NetdietError(
+            "--input-shape is required for module:factory models, e.g. --input-shape 3,224,224"
+        )
     try:
         shape = [int(s) for s in input_shape.split(",") if s.strip()]
     except ValueError as exc:
@@ -132,5 +138,7 @@ def print_tables(data: dict[str, Any]) -> None:
     for row in cost["layers"]:
         if not row["flops"] and not row["params"]:
             continue
-        layers.add_row(row["name"], row["op"], _si(row["flops"]), _si(row["params"]), f"{100 * row['flops'] / total:.1f}")
+        layers.add_row(
+            row["name"], row["op"], _si(row["flops"]), _si(row["params"]), f"{100 * row['flops'] / total:.1f}"
+        )
     console.print(layers)

@@ -58,8 +58,10 @@ class CostReport:
         }
 
     def ratio_to(self, other: CostReport) -> dict[str, float]:
-        return {k: float(_num(getattr(self, k))) / max(float(_num(getattr(other, k))), 1e-12)
-                for k in ("flops", "params", "weight_bytes", "bops")}
+        return {
+            k: float(_num(getattr(self, k))) / max(float(_num(getattr(other, k))), 1e-12)
+            for k in ("flops", "params", "weight_bytes", "bops")
+        }
 
 
 def _num(v: Any) -> Any:
@@ -118,7 +120,9 @@ def cost(
         total_params = total_params + n
         total_bytes = total_bytes + nbytes
         if per_layer:
-            entry = layers.setdefault(info.module_path or "<top>", LayerCost(info.module_path or "<top>", "params"))
+            entry = layers.setdefault(
+                info.module_path or "<top>", LayerCost(info.module_path or "<top>", "params")
+            )
             entry.params = entry.params + n
             entry.weight_bytes = entry.weight_bytes + nbytes
     return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()))

@@ -16,7 +16,7 @@ KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 ALL_HEAD_ATTRS = ("all_head_size", "split_size", "inner_dim")
 
 
-def update_module(module: nn.Module, groups: int | None) -> None:
+def update_module(module: Any, groups: int | None) -> None:
     """Standard torch layers: attribute = what the sliced weight now says."""
     if isinstance(module, nn.modules.conv._ConvNd):
         g = groups if groups is not None else module.groups
@@ -47,7 +47,7 @@ def update_module(module: nn.Module, groups: int | None) -> None:
         module.num_heads = embed // module.head_dim
 
 
-def update_norm(module: nn.Module, size: int) -> None:
+def update_norm(module: Any, size: int) -> None:
     """LayerNorm/RMSNorm-like modules: their normalised size, whatever the class calls it."""
     if hasattr(module, "normalized_shape"):
         module.normalized_shape = (int(size),)
@@ -56,7 +56,7 @@ def update_norm(module: nn.Module, size: int) -> None:
             setattr(module, attr, int(size))
 
 
-def update_attention(module: nn.Module, q_heads: int, kv_heads: int, head_dim: int) -> None:
+def update_attention(module: Any, q_heads: int, kv_heads: int, head_dim: int) -> None:
     """Head-count attributes of attention modules (torch, HF BERT/ViT/GPT-2/Llama and look-alikes)."""
     if isinstance(module, nn.MultiheadAttention):
         return
@@ -79,7 +79,7 @@ def update_hf_config(model: nn.Module, facts: Mapping[str, Any]) -> None:
     Non-uniform widths cannot be described by one HF config; the recipe records them and
     `netdiet.load` rebuilds the model from it.
     """
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return
     setters: dict[str, Callable[[], Any]] = {

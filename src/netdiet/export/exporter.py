@@ -38,22 +38,24 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
     group_counts = {path: int(space.dim_size(rec.groups, counts)) for path, rec in analysis.groups.items()}
     for path, module in model.named_modules():
         update_module(module, group_counts.get(path))
-    for path, rec in analysis.norms.items():
-        module = _submodule(model, path)
-        update_norm(module, int(space.dim_size(rec.layout, counts)))
-    heads, kv_heads = set(), set()
-    for path, rec in analysis.attentions.items():
-        q = int(space.dim_size(rec.q_heads, counts))
-        kv = int(space.dim_size(rec.kv_heads, counts))
+    for path, norm in analysis.norms.items():
+        update_norm(_submodule(model, path), int(space.dim_size(norm.layout, counts)))
+    heads: set[int] = set()
+    kv_heads: set[int] = set()
+    for path, att in analysis.attentions.items():
+        q = int(space.dim_size(att.q_heads, counts))
+        kv = int(space.dim_size(att.kv_heads, counts))
         heads.add(q)
         kv_heads.add(kv)
-        update_attention(_submodule(model, path), q, kv, rec.head_dim)
+        update_attention(_submodule(model, path), q, kv, att.head_dim)
     update_hf_config(model, _uniform_facts(space, counts, heads, kv_heads))
     setattr(model, RECIPE_ATTR, make_recipe(space, valid))
     return model
 
 
-def export_model(space: Space, keep: Mapping[str, Any], *, verify: bool = True, rtol: float = 1e-5) -> nn.Module:
+def export_model(
+    space: Space, keep: Mapping[str, Any], *, verify: bool = True, rtol: float = 1e-5
+) -> nn.Module:
     """A new, smaller nn.Module; by default checked against `mask_model` on random inputs."""
     slim = shrink(space, keep, copy_model(space.model))
     if verify and not _on_meta(space.model):
@@ -88,7 +90,11 @@ def mask_model(space: Space, keep: Mapping[str, Any]) -> nn.Module:
             continue
         idx = positions(table, rec.layout, by_atom)
         inner = copy_model(_submodule(space.model, path))
-        local = {f"{name}": [idx] + [None] * (p.dim() - 1) for name, p in inner.named_parameters() if p.dim() >= 1 and p.shape[0] == size}
+        local = {
+            f"{name}": [idx] + [None] * (p.dim() - 1)
+            for name, p in inner.named_parameters()
+            if p.dim() >= 1 and p.shape[0] == size
+        }
         slice_tensors(inner, local, {})
         update_norm(inner, idx.numel())
         _set_submodule(masked, path, MaskedLastDimNorm(inner, idx, size))
@@ -99,7 +105,9 @@ def _on_meta(model: nn.Module) -> bool:
     return any(p.device.type == "meta" for p in model.parameters())
 
 
-def _uniform_facts(space: Space, counts: Mapping[int, Any], heads: set[int], kv_heads: set[int]) -> dict[str, Any]:
+def _uniform_facts(
+    space: Space, counts: Mapping[int, Any], heads: set[int], kv_heads: set[int]
+) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     hidden = [g for g in space.groups if g.kind == "hidden"]
     if len(hidden) == 1:
@@ -114,8 +122,16 @@ def _uniform_facts(space: Space, counts: Mapping[int, Any], heads: set[int], kv_
         widths = {
             int(space.dim_size(info.dims[0], counts))
             for info in space.analysis.params.values()
-            if info.attr == "weight" and len(info.shape) == 2 and info.shape[0] == inter and "mlp" in info.module_path
-            or (info.attr == "weight" and len(info.shape) == 2 and info.shape[0] == inter and "intermediate" in info.module_path)
+            if info.attr == "weight"
+            and len(info.shape) == 2
+            and info.shape[0] == inter
+            and "mlp" in info.module_path
+            or (
+                info.attr == "weight"
+                and len(info.shape) == 2
+                and info.shape[0] == inter
+                and "intermediate" in info.module_path
+            )
         }
         if len(widths) == 1:
             facts["intermediate"] = widths.pop()
@@ -133,6 +149,7 @@ def make_recipe(space: Space, keep: Mapping[str, torch.Tensor]) -> dict[str, Any
         "base_fingerprint": fingerprint(space.model),
         "example_inputs": describe_inputs(space.example_inputs),
         "exclude": list(space.exclude),
-        "keep": {name: [int(i) for i in idx] for name, idx in keep.items()
-                 if idx.numel() != space.group(name).size},
+        "keep": {
+            name: [int(i) for i in idx] for name, idx in keep.items() if idx.numel() != space.group(name).size
+        },
     }

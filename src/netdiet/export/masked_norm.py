@@ -16,6 +16,7 @@ class MaskedLastDimNorm(nn.Module):
     def __init__(self, inner: nn.Module, kept: torch.Tensor, full_size: int) -> None:
         super().__init__()
         self.inner = inner
+        self.kept: torch.Tensor
         self.register_buffer("kept", kept.clone().long(), persistent=False)
         self.full_size = int(full_size)
 

@@ -31,7 +31,10 @@ def _describe(x: Any) -> Any:
 
 
 def describe_inputs(inputs: ExampleInputs) -> dict[str, Any]:
-    return {"args": [_describe(a) for a in inputs.args], "kwargs": {k: _describe(v) for k, v in inputs.kwargs.items()}}
+    return {
+        "args": [_describe(a) for a in inputs.args],
+        "kwargs": {k: _describe(v) for k, v in inputs.kwargs.items()},
+    }
 
 
 def _build(x: Any, device: torch.device) -> Any:

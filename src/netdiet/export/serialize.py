@@ -62,7 +62,9 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
     try:
         recipe = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
-        raise RecipeError(f"{file} is not valid JSON ({exc}); the save was interrupted or the file edited") from exc
+        raise RecipeError(
+            f"{file} is not valid JSON ({exc}); the save was interrupted or the file edited"
+        ) from exc
     if not isinstance(recipe, dict) or not str(recipe.get("format", "")).startswith("netdiet.recipe/"):
         raise RecipeError(f"{file} is not a netdiet recipe (missing 'format': 'netdiet.recipe/1')")
     return recipe
@@ -92,7 +94,9 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
             )
         device = next((p.device for p in base_model.parameters()), torch.device("cpu"))
         inputs = build_inputs(recipe["example_inputs"], device)
-        space = analyze(base_model, inputs, exclude=[e for e in recipe.get("exclude", []) if isinstance(e, str)])
+        space = analyze(
+            base_model, inputs, exclude=[e for e in recipe.get("exclude", []) if isinstance(e, str)]
+        )
         model = shrink(space, keep, copy_model(base_model))
     try:
         missing, unexpected = load_model(model, str(weights), strict=True)

@@ -35,8 +35,10 @@ def slice_tensors(
             new = old
             for dim, idx in enumerate(dims):
                 if idx is not None:
-                    new = new.index_select(dim, idx.to(new.device)) if new.device.type != "meta" else _meta_slice(
-                        new, dim, idx.numel()
+                    new = (
+                        new.index_select(dim, idx.to(new.device))
+                        if new.device.type != "meta"
+                        else _meta_slice(new, dim, idx.numel())
                     )
             new = new.contiguous() if new.device.type != "meta" else new
             replacement: torch.Tensor

@@ -63,8 +63,13 @@ def verify(
         x = inputs if trial == 0 else random_like(inputs, seed=trial)
         if double:
             x = ExampleInputs(
-                tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in x.args),
-                {k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in x.kwargs.items()},
+                tuple(
+                    a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in x.args
+                ),
+                {
+                    k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                    for k, v in x.kwargs.items()
+                },
             )
         with torch.no_grad(), eval_mode(ref), eval_mode(cand):
             a = list(leaves(ref(*x.args, **x.kwargs)))

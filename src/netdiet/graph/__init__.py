@@ -10,7 +10,14 @@ from torch import nn
 from netdiet.graph import rules_elementwise, rules_linalg, rules_norm, rules_shape  # noqa: F401  (register rules)
 from netdiet.graph.capture import ExampleInputs, capture, normalize_inputs
 from netdiet.graph.layout import Atom, AtomTable, Cat, Layout, Prod
-from netdiet.graph.records import AttentionRecord, CostTerm, GraphAnalysis, GroupsRecord, NormRecord, ParamInfo
+from netdiet.graph.records import (
+    AttentionRecord,
+    CostTerm,
+    GraphAnalysis,
+    GroupsRecord,
+    NormRecord,
+    ParamInfo,
+)
 from netdiet.graph.walker import RULES, Walker
 
 

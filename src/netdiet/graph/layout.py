@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class Cat:
     parts: tuple[Layout, ...]
 
 
-Layout = Union[Atom, Prod, Cat]
+Layout = Atom | Prod | Cat
 
 
 class LayoutConflict(Exception):

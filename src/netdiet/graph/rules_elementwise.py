@@ -39,14 +39,18 @@ def broadcast(w: Walker, node: fx.Node, tensors: list[TensorValue], shape: tuple
                     w.unify(current, t.dims[i])
     out: list[Layout] = []
     for k, d in enumerate(dims):
-        out.append(d if d is not None else w.table.new(shape[k], frozen=f"created by broadcasting at {w.where()}"))
+        out.append(
+            d if d is not None else w.table.new(shape[k], frozen=f"created by broadcasting at {w.where()}")
+        )
     param = next((t.param for t in tensors if t.param is not None and t.shape == shape), None)
     return TensorValue(shape, out, param if len(tensors) == 1 else None)
 
 
 @rule(*(f"aten.{n}" for n in UNARY_AND_BINARY))
 def elementwise(w: Walker, node: fx.Node) -> Any:
-    tensors = [t for t in (w.tensor(a) for a in list(node.args) + list(node.kwargs.values())) if t is not None]
+    tensors = [
+        t for t in (w.tensor(a) for a in list(node.args) + list(node.kwargs.values())) if t is not None
+    ]
     meta = node.meta["val"]
     if isinstance(meta, (tuple, list)):  # native_dropout-style (out, mask)
         shape = tuple(int(s) for s in meta[0].shape)

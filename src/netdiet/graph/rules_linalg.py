@@ -91,8 +91,16 @@ def matmul(w: Walker, node: fx.Node) -> Any:
     return TensorValue(shape, out_dims)
 
 
-@rule("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.convolution", "aten._convolution",
-      "aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d")
+@rule(
+    "aten.conv1d",
+    "aten.conv2d",
+    "aten.conv3d",
+    "aten.convolution",
+    "aten._convolution",
+    "aten.conv_transpose1d",
+    "aten.conv_transpose2d",
+    "aten.conv_transpose3d",
+)
 def convolution(w: Walker, node: fx.Node) -> Any:
     """Conv with `groups`: channels = Prod(G, per-group); the G atom ties input and output channels.
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import fx
 
-from netdiet.graph.layout import Layout, Prod
+from netdiet.graph.layout import Atom, Layout, Prod
 from netdiet.graph.records import TensorValue
 from netdiet.graph.walker import Walker, op_name, rule
 
@@ -21,8 +21,14 @@ def _same(x: TensorValue, shape: tuple[int, ...]) -> TensorValue:
     return TensorValue(shape, list(x.dims))
 
 
-@rule("aten.batch_norm", "aten._native_batch_norm_legit_no_training", "aten._native_batch_norm_legit_functional",
-      "aten.native_batch_norm", "aten._native_batch_norm_legit", "aten.instance_norm")
+@rule(
+    "aten.batch_norm",
+    "aten._native_batch_norm_legit_no_training",
+    "aten._native_batch_norm_legit_functional",
+    "aten.native_batch_norm",
+    "aten._native_batch_norm_legit",
+    "aten.instance_norm",
+)
 def batch_norm(w: Walker, node: fx.Node) -> Any:
     """Per-channel affine + statistics on dim 1: every per-channel tensor follows the channel group."""
     x = _t(w, node.args[0])
@@ -52,12 +58,12 @@ def layer_norm(w: Walker, node: fx.Node) -> Any:
         w.tag(x.dims[-1], "norm")
         w.add_norm(w.module_path(), x.dims[-1])
     else:
-        for d in x.dims[-len(normalized):]:
+        for d in x.dims[-len(normalized) :]:
             w.freeze(d, "normalised jointly with other dims")
         for arg in node.args[2:4]:
             t = w.tensor(arg)
             if t is not None:
-                for a, b in zip(t.dims, x.dims[-len(normalized):]):
+                for a, b in zip(t.dims, x.dims[-len(normalized) :]):
                     w.unify(a, b)
     meta = node.meta["val"]
     if isinstance(meta, (tuple, list)):
@@ -75,7 +81,10 @@ def group_norm(w: Walker, node: fx.Node) -> Any:
     groups = int(node.args[1]) if name == "aten.group_norm" else int(node.args[6])
     weight_args = node.args[2:4] if name == "aten.group_norm" else node.args[1:3]
     per = x.shape[1] // groups
-    g_atom, per_atom = w.table.new(groups), w.table.new(per, frozen=f"channels within one GroupNorm group ({w.where()})")
+    g_atom, per_atom = (
+        w.table.new(groups),
+        w.table.new(per, frozen=f"channels within one GroupNorm group ({w.where()})"),
+    )
     w.unify(x.dims[1], Prod((g_atom, per_atom)))
     for arg in weight_args:
         t = w.tensor(arg)
@@ -114,7 +123,7 @@ def pool(w: Walker, node: fx.Node) -> Any:
         if len(shape) == len(x.shape) - 1:  # unbatched input (C, H, W)
             dims = list(x.dims[:1])
         del lead
-        dims += [w.table.new(s, frozen=f"spatial size of {w.where()}") for s in shape[len(dims):]]
+        dims += [w.table.new(s, frozen=f"spatial size of {w.where()}") for s in shape[len(dims) :]]
         outs.append(TensorValue(shape, dims))
     return tuple(outs) if isinstance(meta, (tuple, list)) else outs[0]
 
@@ -164,8 +173,17 @@ def reduce(w: Walker, node: fx.Node) -> Any:
     return tuple(outs) if isinstance(meta, (tuple, list)) else outs[0]
 
 
-@rule("aten.softmax", "aten._softmax", "aten.log_softmax", "aten._log_softmax", "aten.cumsum", "aten.cumprod",
-      "aten.special_softmax", "aten.logcumsumexp", "aten.cummax")
+@rule(
+    "aten.softmax",
+    "aten._softmax",
+    "aten.log_softmax",
+    "aten._log_softmax",
+    "aten.cumsum",
+    "aten.cumprod",
+    "aten.special_softmax",
+    "aten.logcumsumexp",
+    "aten.cummax",
+)
 def softmax(w: Walker, node: fx.Node) -> Any:
     x = _t(w, node.args[0])
     d = int(node.args[1]) % len(x.shape)
@@ -183,6 +201,23 @@ def embedding(w: Walker, node: fx.Node) -> Any:
     w.freeze(weight.dims[0], "vocabulary (embedding rows)")
     w.tag(weight.dims[1], "embedding")
     return TensorValue(w.out_shape(), list(idx.dims) + [weight.dims[1]])
+
+
+def _unrepeated(w: Walker, heads: Layout) -> Layout:
+    """The kv heads before an expand-based repeat (HF `repeat_kv`): Prod(kv, rep) -> kv.
+
+    Head-count attributes such as `num_key_value_heads` count the projected kv heads, not the copies
+    SDPA sees after the repeat; the repeat factor is an atom tagged "repeat" by the expand rule.
+    """
+    resolved = w.table.resolve(heads)
+    if not isinstance(resolved, Prod):
+        return heads
+    factors = w.table._factors(resolved)
+    while factors and isinstance(factors[-1], Atom) and "repeat" in w.table.tags(factors[-1]):
+        factors.pop()
+    if not factors:
+        return w.table.new(1)
+    return factors[0] if len(factors) == 1 else Prod(tuple(factors))
 
 
 @rule("aten.scaled_dot_product_attention")
@@ -216,7 +251,7 @@ def sdpa(w: Walker, node: fx.Node) -> Any:
             w.freeze(k.dims[-3], "query/key head counts do not divide")
         w.tag(q.dims[-3], "head")
         w.tag(k.dims[-3], "head")
-        w.add_attention(q.dims[-3], k.dims[-3], q.shape[-1])
+        w.add_attention(q.dims[-3], _unrepeated(w, k.dims[-3]), q.shape[-1])
     mask = w.tensor(node.args[3]) if len(node.args) > 3 else w.tensor(node.kwargs.get("attn_mask"))
     if mask is not None:
         for d in mask.dims:

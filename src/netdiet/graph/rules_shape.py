@@ -21,8 +21,17 @@ def _input(w: Walker, node: fx.Node) -> TensorValue:
     return x
 
 
-@rule("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten", "aten.unflatten", "aten.view_as",
-      "aten.reshape_as", "aten.squeeze", "aten.unsqueeze")
+@rule(
+    "aten.view",
+    "aten.reshape",
+    "aten._unsafe_view",
+    "aten.flatten",
+    "aten.unflatten",
+    "aten.view_as",
+    "aten.reshape_as",
+    "aten.squeeze",
+    "aten.unsqueeze",
+)
 def reshape(w: Walker, node: fx.Node) -> Any:
     """Same elements, new shape: Prod(input dims) == Prod(output dims), aligned by factor sizes."""
     x = _input(w, node)
@@ -86,7 +95,9 @@ def expand(w: Walker, node: fx.Node) -> Any:
         if i >= 0 and x.shape[i] == size:
             dims.append(x.dims[i])
         else:
-            dims.append(w.table.new(size, frozen=f"broadcast by {w.where()} (a repeat count fixed in code)"))
+            grown = w.table.new(size, frozen=f"broadcast by {w.where()} (a repeat count fixed in code)")
+            w.tag(grown, "repeat")
+            dims.append(grown)
     return TensorValue(shape, dims)
 
 
@@ -157,8 +168,20 @@ def select(w: Walker, node: fx.Node) -> Any:
     return TensorValue(w.out_shape(), dims)
 
 
-@rule("aten.index_select", "aten.gather", "aten.index", "aten.take_along_dim", "aten.flip", "aten.roll",
-      "aten.scatter", "aten.scatter_add", "aten.index_put", "aten.masked_select", "aten.sort", "aten.topk")
+@rule(
+    "aten.index_select",
+    "aten.gather",
+    "aten.index",
+    "aten.take_along_dim",
+    "aten.flip",
+    "aten.roll",
+    "aten.scatter",
+    "aten.scatter_add",
+    "aten.index_put",
+    "aten.masked_select",
+    "aten.sort",
+    "aten.topk",
+)
 def indexing(w: Walker, node: fx.Node) -> Any:
     """Data-dependent gathers: every dimension involved is frozen, outputs get frozen dims."""
     for arg in node.args:

@@ -18,9 +18,9 @@ from netdiet.errors import UnsupportedModelError
 from netdiet.graph.layout import AtomTable, Layout, LayoutConflict
 from netdiet.graph.records import (
     AttentionRecord,
-    GroupsRecord,
     CostTerm,
     GraphAnalysis,
+    GroupsRecord,
     NormRecord,
     ParamInfo,
     TensorValue,
@@ -89,7 +89,9 @@ class Walker:
         assert node is not None
         meta = node.meta.get("val")
         if not isinstance(meta, torch.Tensor):
-            raise UnsupportedModelError(f"op {op_name(node)} did not produce a single tensor", op=op_name(node))
+            raise UnsupportedModelError(
+                f"op {op_name(node)} did not produce a single tensor", op=op_name(node)
+            )
         return tuple(int(s) for s in meta.shape)
 
     def unify(self, a: Layout, b: Layout) -> None:
@@ -130,7 +132,9 @@ class Walker:
 
     def add_cost(self, op: str, layouts: list[Layout], coeff: int = 1, weight: str | None = None) -> None:
         layer = self.module_path() or "<top>"
-        self.cost_terms.append(CostTerm(layer=layer, op=op, coeff=coeff, layouts=list(layouts), weight=weight))
+        self.cost_terms.append(
+            CostTerm(layer=layer, op=op, coeff=coeff, layouts=list(layouts), weight=weight)
+        )
 
     def role(self, value: TensorValue, dim: int, role: str) -> None:
         """Name what a weight dimension is (in/out) so groups get readable names."""
@@ -151,7 +155,10 @@ class Walker:
         """The innermost enclosing module that is a last-dim normaliser (RMSNorm-like), if any."""
         for path, type_name in reversed(self.module_stack()):
             cls = type_name.rsplit(".", 1)[-1].rstrip("'>")
-            if cls.endswith(("RMSNorm", "LayerNorm", "RmsNorm", "LayerNorm2d")) or cls in {"RMSNorm", "LayerNorm"}:
+            if cls.endswith(("RMSNorm", "LayerNorm", "RmsNorm", "LayerNorm2d")) or cls in {
+                "RMSNorm",
+                "LayerNorm",
+            }:
                 return path
         return None
 

@@ -85,7 +85,9 @@ def build_groups(analysis: GraphAnalysis) -> tuple[list[Group], list[ExcludedGro
         base = _base_name(analysis, param, dim, part, kind, head_owner.get(atom_id))
         name = _unique(base, used)
         if table.is_frozen(atom) or not tags:
-            reasons = table.frozen_reasons(atom) or ["not a feature dimension of any layer (e.g. a kernel size)"]
+            reasons = table.frozen_reasons(atom) or [
+                "not a feature dimension of any layer (e.g. a kernel size)"
+            ]
             excluded.append(ExcludedGroup(name, size, atom_id, reasons))
             continue
         note = ""

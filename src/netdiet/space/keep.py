@@ -28,14 +28,18 @@ def to_index(value: Any, group: str) -> torch.Tensor:
     if t.dtype == torch.bool:
         t = torch.nonzero(t).flatten()
     if t.dtype.is_floating_point or t.dim() != 1:
-        raise InvalidKeepError(f"keep['{group}'] must be a 1-D list of integer unit indices, got {t.dtype} {tuple(t.shape)}")
+        raise InvalidKeepError(
+            f"keep['{group}'] must be a 1-D list of integer unit indices, got {t.dtype} {tuple(t.shape)}"
+        )
     return t.long()
 
 
 def validate_keep(keep: Mapping[str, Any], groups: list[Group], excluded: list[ExcludedGroup]) -> Keep:
     """Check a keep-setting against every constraint; return sorted index tensors for every group."""
     if not isinstance(keep, Mapping):
-        raise InvalidKeepError(f"a keep-setting is a dict group name -> indices to keep, got {type(keep).__name__}")
+        raise InvalidKeepError(
+            f"a keep-setting is a dict group name -> indices to keep, got {type(keep).__name__}"
+        )
     by_name = {g.name: g for g in groups}
     excluded_by_name = {e.name: e for e in excluded}
     out: Keep = {}

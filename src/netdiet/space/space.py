@@ -15,7 +15,7 @@ from torch import nn
 
 from netdiet.errors import InvalidKeepError
 from netdiet.graph import ExampleInputs, GraphAnalysis, analyze_graph, normalize_inputs
-from netdiet.space.groups import ExcludedGroup, Group, build_groups
+from netdiet.space.groups import Group, build_groups
 from netdiet.space.keep import Keep, kept_by_atom, kept_size, positions, validate_keep
 
 
