@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from netdiet.cost import CostReport, cost, measured_flops  # noqa: E402
 from netdiet.errors import (  # noqa: E402
+    ConfigError,
     InvalidKeepError,
     NetdietError,
     RecipeError,
@@ -18,6 +19,7 @@ from netdiet.export import load, save, verify  # noqa: E402
 from netdiet.space import Group, Space, analyze  # noqa: E402
 
 __all__ = [
+    "ConfigError",
     "CostReport",
     "Group",
     "InvalidKeepError",

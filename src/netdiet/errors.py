@@ -31,3 +31,7 @@ class VerificationError(NetdietError):
 
 class RecipeError(NetdietError, ValueError):
     """A saved recipe or weight file is missing, corrupt or does not match the base model."""
+
+
+class ConfigError(NetdietError, ValueError):
+    """An argument or option is invalid (unknown module path in `exclude`, bad ratio, ...)."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from netdiet.errors import UnsupportedModelError
+from netdiet.errors import ConfigError, UnsupportedModelError
 from netdiet.graph.layout import AtomTable, Layout, LayoutConflict
 from netdiet.graph.records import (
     AttentionRecord,
@@ -318,20 +318,20 @@ def _exclusion_paths(model: nn.Module, exclude: Sequence[Any]) -> list[str]:
     for item in exclude:
         if isinstance(item, nn.Module):
             if id(item) not in names:
-                raise ValueError(f"exclude: module {type(item).__name__} is not part of the model")
+                raise ConfigError(f"exclude: module {type(item).__name__} is not part of the model")
             out.append(names[id(item)])
         elif isinstance(item, type) and issubclass(item, nn.Module):
             out.extend(n for n, m in model.named_modules() if isinstance(m, item))
         elif isinstance(item, str):
             hits = [p for p in all_paths if p == item or fnmatch.fnmatchcase(p, item)]
             if not hits:
-                raise ValueError(
+                raise ConfigError(
                     f"exclude: no module path matches '{item}'; paths look like "
                     f"{[p for p in all_paths if p][:5]} (glob patterns such as 'layers.*.mlp' work)"
                 )
             out.extend(hits)
         else:
-            raise ValueError(f"exclude entries must be module paths, modules or module types, got {item!r}")
+            raise ConfigError(f"exclude entries must be module paths, modules or module types, got {item!r}")
     return out
 
 
