@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "val_size": None,
     "augment": True,
     "cache_dir": None,
+    "image_size": 32,
     "max_len": 128,
     "vocab_size": 8192,
     "optimizer": "sgd",
@@ -57,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "seed": 0,
     "progress": True,
+    "threads": None,
     "model_opt": [],
 }
 
@@ -100,6 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache-dir", help="where decoded images are cached (default $NETDIET_CACHE_DIR or ~/.cache/netdiet)"
     )
+    p.add_argument("--image-size", type=int, help="images: side length for digits/imagefolder (default 32)")
     p.add_argument("--max-len", type=int, help="text: maximum tokens per example (default 128)")
     p.add_argument("--vocab-size", type=int, help="text: WordPiece vocabulary size to train (default 8192)")
     p.add_argument(
@@ -166,6 +169,10 @@ def _parse_model_opts(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     s = resolve_settings(args)
     out = Path(args.out)
+    if s["threads"] is not None:
+        if s["threads"] <= 0:
+            raise NetdietError(f"--threads must be > 0, got {s['threads']}")
+        torch.set_num_threads(s["threads"])
     ctx = init_distributed(s["device"])
     try:
         return _train(s, out, args.resume, ctx)
@@ -186,6 +193,7 @@ def _train(s: dict[str, Any], out: Path, resume: bool, ctx: Any) -> int:
         augment=s["augment"],
         seed=s["seed"],
         cache_dir=s["cache_dir"],
+        image_size=s["image_size"],
         max_len=s["max_len"],
         vocab_size=s["vocab_size"],
     )
