@@ -92,9 +92,38 @@ def update_hf_config(model: nn.Module, facts: Mapping[str, Any]) -> None:
         "intermediate_size": lambda: facts.get("intermediate"),
         "n_inner": lambda: facts.get("intermediate"),
     }
+    before: dict[str, Any] = {}
     for attr, get in setters.items():
         value = get()
-        if value is not None and hasattr(config, attr) and getattr(config, attr) is not None:
+        if (
+            value is not None
+            and hasattr(config, attr)
+            and (getattr(config, attr) is not None or attr == "n_inner")
+        ):
+            before[attr] = getattr(config, attr)
             setattr(config, attr, int(value))
     if facts.get("heads") and facts.get("head_dim") and hasattr(config, "head_dim"):
+        before["head_dim"] = config.head_dim
         config.head_dim = int(facts["head_dim"])
+    if not _config_valid(config):
+        # Some configs insist on hidden_size % num_attention_heads == 0 even with an explicit head_dim
+        # (Llama in transformers 5). Such a slim model is not describable by its config class; keep the
+        # original widths there so save_pretrained still works (the modules carry the real sizes and
+        # netdiet.load rebuilds from the recipe).
+        for attr in ("hidden_size", "n_embd", "d_model"):
+            if attr in before:
+                setattr(config, attr, before.pop(attr))
+        if not _config_valid(config):
+            for attr, value in before.items():
+                setattr(config, attr, value)
+
+
+def _config_valid(config: Any) -> bool:
+    validate = getattr(config, "validate", None)
+    if not callable(validate):
+        return True
+    try:
+        validate()
+    except Exception:
+        return False
+    return True

@@ -118,6 +118,9 @@ def _uniform_facts(
         facts["kv_heads"] = kv_heads.pop()
     config = getattr(space.model, "config", None)
     inter = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    n_embd = getattr(config, "n_embd", None)
+    if inter is None and hasattr(config, "n_inner") and isinstance(n_embd, int):
+        inter = 4 * n_embd  # GPT-2: n_inner=None means 4 * n_embd
     if isinstance(inter, int):
         widths = {
             int(space.dim_size(info.dims[0], counts))
