@@ -112,6 +112,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override a field of the model config, e.g. --model-opt depth=2 (repeatable; VALUE is JSON or text)",
     )
     p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice). On a shared machine 1 avoids OpenMP stalls",
+    )
+    p.add_argument(
         "--no-progress", dest="progress", action="store_const", const=False, help="no progress bar"
     )
     p.set_defaults(handler=run)

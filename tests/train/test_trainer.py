@@ -1,0 +1,139 @@
+"""The training loop: learns, leaves the input alone, is deterministic, resumes exactly, checkpoints atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from netdiet import zoo
+from netdiet.errors import RecipeError
+from netdiet.train import TrainConfig, fit, fit_inplace, load_checkpoint, load_model, save_model
+from netdiet.train import checkpoint as ckpt_mod
+
+
+def tiny_resnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return zoo.build("resnet20", widths=(4, 8, 8))
+
+
+CFG = TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, progress=False, tensorboard=False)
+
+
+def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fit_learns_and_does_not_touch_the_input_model(digits8) -> None:
+    model = tiny_resnet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, digits8.train, digits8.eval, CFG)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.model is not model
+    assert len(result.history) == 3
+    assert result.final["val_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_fit_inplace_modifies_the_given_model(digits8) -> None:
+    model = tiny_resnet()
+    before = model.conv1.weight.detach().clone()
+    result = fit_inplace(model, digits8.train, None, TrainConfig(epochs=1, progress=False))
+    assert result.model is model
+    assert not torch.equal(before, model.conv1.weight)
+
+
+def test_same_seed_same_result(digits8) -> None:
+    a = fit(tiny_resnet(), digits8.train, None, CFG).model
+    b = fit(tiny_resnet(), digits8.train, None, CFG).model
+    assert states_equal(a, b)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_result(digits8, tmp_path: Path) -> None:
+    full = fit(tiny_resnet(), digits8.train, digits8.eval, CFG, run_dir=tmp_path / "full")
+
+    def kill_after_first_epoch(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(
+            tiny_resnet(),
+            digits8.train,
+            digits8.eval,
+            CFG,
+            run_dir=tmp_path / "r",
+            callbacks=[kill_after_first_epoch],
+        )
+    resumed = fit(tiny_resnet(), digits8.train, digits8.eval, CFG, run_dir=tmp_path / "r", resume=True)
+    assert states_equal(full.model, resumed.model)
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in full.history]
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(digits8, tmp_path: Path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = ckpt_mod.atomic_write_json
+
+    def crash_on_second_index(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed  # killed after epoch 2's weight files were written, before the index switched
+        real(path, data)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_write_json", crash_on_second_index)
+    with pytest.raises(Killed):
+        fit(tiny_resnet(), digits8.train, None, CFG, run_dir=tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoint", tiny_resnet())
+    assert state.epoch == 1
+    assert not [p for p in (tmp_path / "checkpoint").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_corrupt_checkpoint_is_refused(digits8, tmp_path: Path) -> None:
+    fit(tiny_resnet(), digits8.train, None, TrainConfig(epochs=1, progress=False), run_dir=tmp_path)
+    (weights,) = (tmp_path / "checkpoint").glob("model-*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(RecipeError, match="checksum"):
+        load_checkpoint(tmp_path / "checkpoint", tiny_resnet())
+
+
+def test_resume_without_checkpoint_is_an_error(digits8, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fit(tiny_resnet(), digits8.train, None, CFG, run_dir=tmp_path, resume=True)
+
+
+def test_distillation_pulls_student_towards_teacher(digits8) -> None:
+    teacher = fit(tiny_resnet(), digits8.train, None, CFG).model.eval()
+    cfg = TrainConfig(epochs=2, lr=0.05, kd_alpha=1.0, kd_temperature=2.0, progress=False)
+    torch.manual_seed(1)
+    student = fit(tiny_resnet(), digits8.train, None, cfg, teacher=teacher).model.eval()
+    batch = next(iter(digits8.eval["val"]))
+    with torch.no_grad():
+        agree = (student(*batch.inputs).argmax(-1) == teacher(*batch.inputs).argmax(-1)).float().mean()
+    assert agree > 0.5
+    with pytest.raises(ValueError, match="kd_alpha"):
+        fit(tiny_resnet(), digits8.train, None, TrainConfig(epochs=1, progress=False), teacher=teacher)
+
+
+def test_adamw_label_smoothing_and_clipping_run(digits8) -> None:
+    cfg = TrainConfig(
+        epochs=1, optimizer="adamw", lr=3e-3, label_smoothing=0.1, grad_clip=1.0, progress=False
+    )
+    result = fit(tiny_resnet(), digits8.train, digits8.eval, cfg)
+    assert torch.isfinite(torch.tensor(result.final["train_loss"]))
+
+
+def test_model_save_load_round_trip(digits8, tmp_path: Path) -> None:
+    model = fit(tiny_resnet(), digits8.train, None, TrainConfig(epochs=1, progress=False)).model.eval()
+    save_model(tmp_path, model, "resnet20", {"note": "x"})
+    loaded, meta = load_model(tmp_path)
+    x = next(iter(digits8.eval["val"])).inputs
+    torch.testing.assert_close(loaded(*x), model(*x))
+    assert meta["model"] == "resnet20" and meta["note"] == "x"
+    assert not list(tmp_path.glob("*.pt"))  # weights are safetensors, never a pickle
