@@ -7,8 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from netdiet.data import DataError, DataSpec, TextLoader, build_data, glue_task, load_glue, load_tokenizer
-from netdiet.data import read_glue_tsv, save_tokenizer, train_wordpiece
+from netdiet.data import (
+    DataError,
+    DataSpec,
+    TextLoader,
+    build_data,
+    glue_task,
+    load_glue,
+    load_tokenizer,
+    read_glue_tsv,
+    save_tokenizer,
+    train_wordpiece,
+)
 
 SENTENCES = [
     "a good film",
