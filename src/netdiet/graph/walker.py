@@ -219,6 +219,8 @@ class Walker:
             self.node = node
             self.values[node] = self._apply(node)
         self.node = None
+        aliases = _param_aliases(self.model)
+        self._tie_aliases(aliases)
         self._apply_module_constraints()
         self._check_opaque()
         return GraphAnalysis(
@@ -229,7 +231,7 @@ class Walker:
             attentions=self.attentions,
             norms=self.norms,
             input_spec=input_spec,
-            param_aliases=_param_aliases(self.model),
+            param_aliases=aliases,
             roles=self.roles,
         )
 
@@ -278,6 +280,19 @@ class Walker:
                             op=name,
                             module_path=path,
                         )
+
+    def _tie_aliases(self, aliases: dict[str, list[str]]) -> None:
+        """Tied parameters are one tensor: torch.export may lift each name as its own placeholder and use
+        only one of them (GPT-2's wte / lm_head), so the unused name must share the used one's layouts."""
+        for name, names in aliases.items():
+            info = self.params.get(name)
+            if info is None or names[0] != name:
+                continue
+            for other in names[1:]:
+                twin = self.params.get(other)
+                if twin is not None and twin.shape == info.shape:
+                    for a, b in zip(info.dims, twin.dims):
+                        self.unify(a, b)
 
     def _apply_module_constraints(self) -> None:
         """Module contracts the graph alone does not show (nn.MultiheadAttention: heads x head_dim == E)."""
