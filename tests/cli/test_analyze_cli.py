@@ -44,7 +44,7 @@ def test_exclude_option_keeps_module_whole(capsys: pytest.CaptureFixture[str]) -
     "argv, message",
     [
         (["analyze", "no-such-model"], "unknown model 'no-such-model'"),
-        (["analyze", "os.path:join"], "--input-shape is required"),
+        (["analyze", "torch.nn:Identity"], "--input-shape is required"),
         (["analyze", "resnet20", "--batch", "0"], "--batch must be >= 1"),
         (["analyze", "resnet20", "--exclude", "nothing.here"], "no module path matches"),
     ],

@@ -76,12 +76,15 @@ def cost(
     *,
     weight_bits: Mapping[str, int] | None = None,
     act_bits: Mapping[str, int] | None = None,
+    ranks: Mapping[str, Any] | None = None,
     per_layer: bool = True,
 ) -> CostReport:
     """Cost of `keep` (indices, or per-group counts which may be relaxed floats/tensors) on `space`.
 
     `weight_bits` maps parameter names to bits (default: the dtype's size); `act_bits` maps layer names
-    to activation bits for BOPs (default 32).
+    to activation bits for BOPs (default 32). `ranks` maps weight names to a rank r (int, float or
+    tensor): the layer is costed as the cheaper of dense and factorized, W[out, rest] = U[out, r] V[r, rest],
+    because a factorization is only exported where it lowers the cost.
     """
     if keep is not None and any(not _is_count(v) for v in keep.values()):
         keep = space.validate(keep)
@@ -94,6 +97,8 @@ def cost(
         macs: Any = term.coeff
         for layout in term.layouts:
             macs = macs * space.dim_size(layout, counts)
+        if ranks and term.weight is not None and term.weight in ranks:
+            macs = macs * _rank_factor(space, term.weight, counts, ranks[term.weight])
         w_bits = _weight_bits(space, term.weight, weight_bits) if term.weight else 32
         a_bits = (act_bits or {}).get(term.layer, 32)
         flops = 2 * macs
@@ -116,6 +121,8 @@ def cost(
         n: Any = 1
         for layout in info.dims:
             n = n * space.dim_size(layout, counts)
+        if ranks and name in ranks:
+            n = n * _rank_factor(space, name, counts, ranks[name])
         nbytes = n * _weight_bits(space, name, weight_bits) / 8
         total_params = total_params + n
         total_bytes = total_bytes + nbytes
@@ -126,6 +133,21 @@ def cost(
             entry.params = entry.params + n
             entry.weight_bytes = entry.weight_bytes + nbytes
     return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()))
+
+
+def _rank_factor(space: Space, weight: str, counts: Mapping[int, Any], rank: Any) -> Any:
+    """min(dense, factorized) / dense for a weight [out, rest...] at rank `rank`."""
+    info = space.analysis.params[weight]
+    out_dim = next((d for d in range(len(info.dims)) if space.analysis.roles.get((weight, d)) == "out"), 0)
+    out: Any = space.dim_size(info.dims[out_dim], counts)
+    rest: Any = 1
+    for d, layout in enumerate(info.dims):
+        if d != out_dim:
+            rest = rest * space.dim_size(layout, counts)
+    factor = rank * (out + rest) / (out * rest)
+    if isinstance(factor, torch.Tensor):
+        return torch.clamp(factor, max=1.0)
+    return min(factor, 1.0)
 
 
 def _is_count(v: Any) -> bool:

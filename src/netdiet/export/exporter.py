@@ -54,12 +54,22 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
 
 
 def export_model(
-    space: Space, keep: Mapping[str, Any], *, verify: bool = True, rtol: float = 1e-5
+    space: Space,
+    keep: Mapping[str, Any],
+    *,
+    verify: bool = True,
+    rtol: float = 1e-5,
+    source: nn.Module | None = None,
 ) -> nn.Module:
-    """A new, smaller nn.Module; by default checked against `mask_model` on random inputs."""
-    slim = shrink(space, keep, copy_model(space.model))
-    if verify and not _on_meta(space.model):
-        reference = mask_model(space, keep)
+    """A new, smaller nn.Module; by default checked against `mask_model` on random inputs.
+
+    `source` supplies the weights (a trained copy with the analysed model's structure); default: the
+    analysed model itself. Neither is modified.
+    """
+    base = space.model if source is None else source
+    slim = shrink(space, keep, copy_model(base))
+    if verify and not _on_meta(base):
+        reference = mask_model(space, keep, source=base)
         verify_equal(reference, slim, space, rtol=rtol)
     return slim
 
@@ -68,7 +78,7 @@ def verify_equal(reference: nn.Module, slim: nn.Module, space: Space, *, rtol: f
     return verify(reference, slim, space.example_inputs, rtol=rtol)
 
 
-def mask_model(space: Space, keep: Mapping[str, Any]) -> nn.Module:
+def mask_model(space: Space, keep: Mapping[str, Any], *, source: nn.Module | None = None) -> nn.Module:
     """A copy of the original with dropped units zeroed: the reference every export is checked against.
 
     Zeroing alone is not enough where statistics span the pruned dimension (LayerNorm, RMSNorm over a
@@ -77,7 +87,8 @@ def mask_model(space: Space, keep: Mapping[str, Any]) -> nn.Module:
     valid = space.validate(keep)
     kept = space.kept_positions(valid)
     counts = space.counts(valid)
-    masked = copy_model(space.model)
+    base = space.model if source is None else source
+    masked = copy_model(base)
     zero_dropped(masked, kept)
     table = space.analysis.table
     from netdiet.space import positions
@@ -89,7 +100,7 @@ def mask_model(space: Space, keep: Mapping[str, Any]) -> nn.Module:
         if int(space.dim_size(rec.layout, counts)) == size:
             continue
         idx = positions(table, rec.layout, by_atom)
-        inner = copy_model(_submodule(space.model, path))
+        inner = copy_model(_submodule(base, path))
         local = {
             f"{name}": [idx] + [None] * (p.dim() - 1)
             for name, p in inner.named_parameters()

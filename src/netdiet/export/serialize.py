@@ -19,6 +19,7 @@ from torch import nn
 from netdiet import __version__
 from netdiet.errors import RecipeError
 from netdiet.export.exporter import RECIPE_ATTR, shrink
+from netdiet.export.lowrank import factorize
 from netdiet.export.recipe import build_inputs, fingerprint
 from netdiet.export.slicing import copy_model
 
@@ -98,6 +99,10 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
             base_model, inputs, exclude=[e for e in recipe.get("exclude", []) if isinstance(e, str)]
         )
         model = shrink(space, keep, copy_model(base_model))
+        ranks = recipe.get("ranks") or {}
+        if ranks:
+            factorize(model, {str(k): int(v) for k, v in ranks.items()})
+            setattr(model, RECIPE_ATTR, recipe)
     try:
         missing, unexpected = load_model(model, str(weights), strict=True)
     except Exception as exc:

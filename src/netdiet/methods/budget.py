@@ -1,0 +1,74 @@
+"""Budgets: what the compressed model may cost, relative to the dense model or in absolute units."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from netdiet.errors import ConfigError
+
+METRICS = ("flops", "params", "weight_bytes", "bops")
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One limit on one metric. `value` <= 1 is a fraction of the dense model's cost; > 1 is absolute.
+
+    `Budget(flops=0.5)` keeps half the FLOPs; `Budget(flops=40e6)` allows 40 MFLOPs
+    (a multiply-add counts 2).
+    """
+
+    flops: float | None = None
+    params: float | None = None
+    weight_bytes: float | None = None
+    bops: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [(m, getattr(self, m)) for m in METRICS if getattr(self, m) is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                f"a Budget limits exactly one metric ({', '.join(METRICS)}), got {len(given)}: "
+                "e.g. Budget(flops=0.5) for half the dense FLOPs"
+            )
+        metric, value = given[0]
+        if not isinstance(value, (int, float)) or value != value or value <= 0:
+            raise ConfigError(f"budget {metric}={value!r} must be a positive number")
+
+    @property
+    def metric(self) -> str:
+        return next(m for m in METRICS if getattr(self, m) is not None)
+
+    @property
+    def value(self) -> float:
+        return float(getattr(self, self.metric))
+
+    @property
+    def relative(self) -> bool:
+        return self.value <= 1.0
+
+    def target(self, dense_cost: float) -> float:
+        """The absolute limit for a model whose dense cost is `dense_cost`."""
+        return self.value * dense_cost if self.relative else self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.metric: self.value}
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """'flops=0.5', 'flops=40M', 'params=0.3', 'weight_bytes=1.5M'."""
+        m = re.fullmatch(r"\s*([a-z_]+)\s*=\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)\s*", text or "")
+        if not m:
+            raise ConfigError(
+                f"cannot read budget '{text}': write METRIC=VALUE, e.g. flops=0.5 (half the dense FLOPs) "
+                f"or flops=40M (absolute); metrics: {', '.join(METRICS)}"
+            )
+        metric, number, suffix = m.group(1), m.group(2), m.group(3).lower()
+        if metric not in METRICS:
+            raise ConfigError(f"unknown budget metric '{metric}'; use one of {', '.join(METRICS)}")
+        try:
+            value = float(number) * _SUFFIX[suffix]
+        except ValueError as exc:
+            raise ConfigError(f"budget value '{number}' is not a number") from exc
+        return cls(**{metric: value})

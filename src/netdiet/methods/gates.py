@@ -1,0 +1,177 @@
+"""Learnable non-negative gates on a model's groups and on the singular values of its layers.
+
+A unit's gate scales every weight column that *reads* the unit (the "in" side of conv/linear layers), so
+a zero gate makes the unit invisible to the rest of the network and the unit can be removed exactly.
+Singular-value gates come from W = U diag(b) V^T (U, V from the SVD, scaled by sqrt(S), b = 1 at the
+start, so the model is unchanged when the gates are attached).
+
+Gates live in a `GateSet` that is *not* a submodule of the model: the model's own optimizer trains the
+weights (including U and V); the compressor trains the gates with its own optimizer and projects them
+back onto a >= 0 after each step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from netdiet.space import Space
+from netdiet.space.units import unit_index
+
+
+class GateSet(nn.Module):
+    """One gate vector per group and one per factorised layer, all initialised to 1."""
+
+    def __init__(self, group_sizes: dict[str, int], rank_sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.group_names = list(group_sizes)
+        self.rank_names = list(rank_sizes)
+        self.groups = nn.ParameterList([nn.Parameter(torch.ones(n)) for n in group_sizes.values()])
+        self.ranks = nn.ParameterList([nn.Parameter(torch.ones(n)) for n in rank_sizes.values()])
+
+    def group(self, name: str) -> torch.Tensor:
+        return self.groups[self.group_names.index(name)]
+
+    def rank(self, weight: str) -> torch.Tensor:
+        return self.ranks[self.rank_names.index(weight)]
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Keep gates non-negative (projected gradient)."""
+        for p in self.parameters():
+            p.clamp_(min=0.0)
+
+
+@dataclass
+class _Scale:
+    dim: int
+    gate: int
+    index: torch.Tensor  # position -> unit, -1 where the group is absent
+
+
+class UnitScale(nn.Module):
+    """Parametrization W -> W * gate[unit(position)] along each gated dimension."""
+
+    def __init__(self, gates: GateSet, scales: list[_Scale]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_gates", gates)  # a reference, not a submodule
+        self._gates: GateSet
+        self.scales = scales
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        for s in self.scales:
+            g = self._gates.groups[s.gate]
+            idx = s.index.to(weight.device)
+            factor = torch.where(idx >= 0, g[idx.clamp(min=0)], torch.ones((), device=weight.device))
+            shape = [1] * weight.dim()
+            shape[s.dim] = -1
+            weight = weight * factor.view(shape)
+        return weight
+
+
+class LowRank(nn.Module):
+    """Parametrization (U, V) -> W = U diag(b) V^T, with W's `out_dim` as the row dimension."""
+
+    def __init__(self, gates: GateSet, rank_index: int, shape: tuple[int, ...], out_dim: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "_gates", gates)
+        self._gates: GateSet
+        self.rank_index = rank_index
+        self.shape = tuple(shape)
+        self.out_dim = out_dim
+
+    def _moved_shape(self) -> list[int]:
+        order = [self.out_dim] + [d for d in range(len(self.shape)) if d != self.out_dim]
+        return [self.shape[d] for d in order]
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b = self._gates.ranks[self.rank_index]
+        w2d = (u * b) @ v
+        moved = w2d.reshape(self._moved_shape())
+        return moved.movedim(0, self.out_dim)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w2d = weight.movedim(self.out_dim, 0).reshape(weight.shape[self.out_dim], -1)
+        u, s, vh = torch.linalg.svd(w2d.float(), full_matrices=False)
+        root = s.sqrt()
+        return (u * root).to(weight.dtype), (root[:, None] * vh).to(weight.dtype)
+
+
+def out_dim_of(space: Space, weight: str) -> int:
+    info = space.analysis.params[weight]
+    return next((d for d in range(len(info.dims)) if space.analysis.roles.get((weight, d)) == "out"), 0)
+
+
+def factorizable(space: Space, model: nn.Module, min_rank: int = 8) -> list[str]:
+    """Conv/linear weights worth a rank knob: ungrouped, and large enough that a rank can pay."""
+    out = []
+    for site in space.layers:
+        info = space.analysis.params.get(site.weight)
+        if info is None or len(info.shape) < 2 or site.op not in ("linear", "conv", "addmm", "mm"):
+            continue
+        module = model.get_submodule(info.module_path) if info.module_path else model
+        if getattr(module, "groups", 1) != 1:
+            continue
+        rows = info.shape[out_dim_of(space, site.weight)]
+        cols = math.prod(info.shape) // rows
+        if min(rows, cols) >= min_rank:
+            out.append(site.weight)
+    return out
+
+
+def attach_gates(space: Space, model: nn.Module, lowrank: bool = True) -> GateSet:
+    """Register gate parametrizations on `model` (which must have the analysed model's structure)."""
+    table = space.analysis.table
+    roles = space.analysis.roles
+    rank_weights = factorizable(space, model) if lowrank else []
+    rank_sizes = {}
+    for w in rank_weights:
+        shape = space.analysis.params[w].shape
+        rows = shape[out_dim_of(space, w)]
+        rank_sizes[w] = min(rows, math.prod(shape) // rows)
+    gates = GateSet({g.name: g.size for g in space.groups}, rank_sizes)
+    scales: dict[str, list[_Scale]] = {}
+    for gi, group in enumerate(space.groups):
+        readers = [m for m in group.members if roles.get((m.param, m.dim)) == "in"]
+        for member in readers:
+            layout = space.analysis.params[member.param].dims[member.dim]
+            idx = unit_index(table, layout, group.atom)
+            scales.setdefault(member.param, []).append(_Scale(member.dim, gi, idx))
+    for ri, weight in enumerate(rank_weights):
+        info = space.analysis.params[weight]
+        module = model.get_submodule(info.module_path) if info.module_path else model
+        parametrize.register_parametrization(
+            module, info.attr, LowRank(gates, ri, info.shape, out_dim_of(space, weight)), unsafe=True
+        )
+    for weight, entries in scales.items():
+        info = space.analysis.params[weight]
+        module = model.get_submodule(info.module_path) if info.module_path else model
+        parametrize.register_parametrization(module, info.attr, UnitScale(gates, entries), unsafe=True)
+    return gates
+
+
+def fold_gates(model: nn.Module) -> None:
+    """Bake the current gate values into plain weights and remove every parametrization."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            params: Any = module.parametrizations
+            for name in list(params.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+
+def rank_pays(space: Space, weight: str, counts: dict[str, int], rank: int) -> bool:
+    """Whether `rank` is cheaper than the dense layer at the kept channel counts."""
+    info = space.analysis.params[weight]
+    atom_counts = space.counts(counts)
+    od = out_dim_of(space, weight)
+    out = int(space.dim_size(info.dims[od], atom_counts))
+    rest = 1
+    for d, layout in enumerate(info.dims):
+        if d != od:
+            rest *= int(space.dim_size(layout, atom_counts))
+    return rank * (out + rest) < out * rest

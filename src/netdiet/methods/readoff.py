@@ -1,0 +1,175 @@
+"""From gate values to a hard setting that meets the budget exactly: threshold, then greedy fix-up.
+
+The threshold gives what the relaxed count promised; the fix-up then walks unit by unit on the exact
+cost model, removing the unit with the lowest (importance / marginal cost) while the cost is above the
+budget, and restoring the best removed units while it is more than the tolerance below it. Importance is
+a gate divided by its group's largest gate, because S(a) is scale-invariant per group and raw gate values
+are not comparable across groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from netdiet.cost import cost
+from netdiet.errors import ConfigError
+from netdiet.space import Space
+
+
+@dataclass
+class Setting:
+    """A hard choice: kept unit indices per group and kept singular directions per factorised weight."""
+
+    keep: dict[str, torch.Tensor]
+    ranks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        return {k: int(v.numel()) for k, v in self.keep.items()}, {
+            k: int(v.numel()) for k, v in self.ranks.items()
+        }
+
+
+def metric_of(space: Space, counts: Mapping[str, object], ranks: Mapping[str, object], metric: str) -> float:
+    report = cost(space, counts, ranks=ranks, per_layer=False)
+    return float(getattr(report, metric))
+
+
+def threshold(values: torch.Tensor, min_keep: int = 1) -> torch.Tensor:
+    a = values.detach().abs()
+    cut = a.pow(2).sum() / (a.sum() + 1e-12)
+    kept = torch.nonzero(a >= cut).flatten()
+    if kept.numel() < min_keep:
+        kept = torch.topk(a, min_keep).indices
+    return torch.sort(kept).values
+
+
+def read_off(
+    space: Space,
+    group_gates: Mapping[str, torch.Tensor],
+    rank_gates: Mapping[str, torch.Tensor],
+    metric: str,
+    target: float,
+    tolerance: float = 0.01,
+    start: str = "threshold",
+) -> Setting:
+    """A setting whose exact `metric` lies in [target * (1 - tolerance), target].
+
+    `start="threshold"` begins from the gates' own read-off; `start="full"` from the dense model (for
+    importance scores that are not gates, such as weight norms).
+    """
+    order: dict[tuple[str, str], torch.Tensor] = {}  # (kind, name) -> unit indices by decreasing importance
+    importance: dict[tuple[str, str], torch.Tensor] = {}
+    kept: dict[tuple[str, str], int] = {}
+    min_keep: dict[tuple[str, str], int] = {}
+    for g in space.groups:
+        a = group_gates[g.name].detach().abs()
+        key = ("group", g.name)
+        importance[key] = a / a.max().clamp(min=1e-12)
+        order[key] = torch.argsort(a, descending=True, stable=True)
+        kept[key] = int(threshold(a, g.min_keep).numel()) if start == "threshold" else g.size
+        min_keep[key] = g.min_keep
+    for w, b in rank_gates.items():
+        b = b.detach().abs()
+        key = ("rank", w)
+        importance[key] = b / b.max().clamp(min=1e-12)
+        order[key] = torch.argsort(b, descending=True, stable=True)
+        kept[key] = int(threshold(b, 1).numel()) if start == "threshold" else b.numel()
+        min_keep[key] = 1
+
+    def current() -> float:
+        counts = {n: kept[("group", n)] for (k, n) in kept if k == "group"}
+        ranks = {n: kept[("rank", n)] for (k, n) in kept if k == "rank"}
+        return metric_of(space, counts, ranks, metric)
+
+    def marginals() -> dict[tuple[str, str], float]:
+        """d metric / d count for every knob at once (FLOPs are multilinear in the counts)."""
+        leaves = {
+            key: torch.tensor(float(n), dtype=torch.float64, requires_grad=True) for key, n in kept.items()
+        }
+        counts = {n: leaves[("group", n)] for (k, n) in leaves if k == "group"}
+        ranks = {n: leaves[("rank", n)] for (k, n) in leaves if k == "rank"}
+        total = getattr(cost(space, counts, ranks=ranks, per_layer=False), metric)
+        if not isinstance(total, torch.Tensor) or not total.requires_grad:
+            return {key: 0.0 for key in leaves}
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        return {key: float(g) if g is not None else 0.0 for key, g in zip(leaves, grads)}
+
+    value = current()
+    lower = target * (1.0 - tolerance)
+    while value > target:
+        best, best_score = None, float("inf")
+        grads = marginals()
+        for key in kept:
+            if kept[key] <= min_keep[key]:
+                continue
+            saving = grads[key]
+            if saving <= 0:
+                continue
+            weakest = float(importance[key][order[key][kept[key] - 1]])
+            score = weakest / saving
+            if score < best_score:
+                best, best_score = key, score
+        if best is None:
+            raise ConfigError(
+                f"cannot reach {metric} <= {target:.4g}: the smallest setting the constraints allow costs {value:.4g}"
+            )
+        kept[best] -= 1
+        value = current()
+    while value < lower:
+        grads = marginals()
+        candidates = sorted(
+            (key for key in kept if kept[key] < order[key].numel()),
+            key=lambda k: -float(importance[k][order[k][kept[k]]]) / max(grads[k], 1e-12),
+        )
+        for key in candidates:
+            kept[key] += 1
+            trial = current()
+            if trial <= target:
+                value = trial
+                break
+            kept[key] -= 1
+        else:
+            value = _swap_into_window(kept, min_keep, candidates[:5], current, lower, target, value)
+            break
+    keep = {
+        n: torch.sort(order[("group", n)][: kept[("group", n)]]).values for (k, n) in kept if k == "group"
+    }
+    ranks = {n: torch.sort(order[("rank", n)][: kept[("rank", n)]]).values for (k, n) in kept if k == "rank"}
+    return Setting(keep, ranks)
+
+
+def _swap_into_window(kept, min_keep, adds, current, lower: float, target: float, value: float) -> float:  # type: ignore[no-untyped-def]
+    """When no single unit fits the gap (coarse units), try small moves: add one or two units of a
+    group and drop one unit of another; take the best move that stays within the budget, repeat while
+    it helps."""
+    while value < lower:
+        best_value, best_move = value, None
+        for add in adds:
+            for n_add in (1, 2):
+                kept[add] += n_add
+                for rem in kept:
+                    if rem == add or kept[rem] <= min_keep[rem]:
+                        continue
+                    kept[rem] -= 1
+                    trial = current()
+                    kept[rem] += 1
+                    if best_value < trial <= target:
+                        best_value, best_move = trial, (add, n_add, rem)
+                kept[add] -= n_add
+        if best_move is None:
+            return value
+        add, n_add, rem = best_move
+        kept[add] += n_add
+        kept[rem] -= 1
+        value = best_value
+    return value
+
+
+def minimum_cost(space: Space, metric: str, rank_weights: list[str]) -> float:
+    """The cheapest setting the constraints allow: every group at min_keep, every rank at 1."""
+    counts = {g.name: g.min_keep for g in space.groups}
+    ranks = {w: 1 for w in rank_weights}
+    return metric_of(space, counts, ranks, metric)
