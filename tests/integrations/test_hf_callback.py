@@ -1,0 +1,67 @@
+"""The Hugging Face Trainer callback drives l1l2 on a tiny BERT and the export meets the budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import netdiet
+from netdiet.methods import Budget, Compressor
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+
+class TinyTokens(torch.utils.data.Dataset):
+    def __init__(self, n: int = 32) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, 100, (n, 12), generator=g)
+        self.labels = (self.ids[:, 0] > 50).long()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.ids[i],
+            "attention_mask": torch.ones(12, dtype=torch.long),
+            "labels": self.labels[i],
+        }
+
+
+def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from netdiet.integrations.hf import NetdietCallback
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = BertForSequenceClassification(config)
+    example = {
+        "input_ids": torch.zeros(2, 12, dtype=torch.long),
+        "attention_mask": torch.ones(2, 12, dtype=torch.long),
+    }
+    comp = Compressor(model, example, Budget(flops=0.5), lambda_lr=0.5, gate_lr=0.05)
+    callback = NetdietCallback(comp)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=20,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    Trainer(model=comp.model, args=args, train_dataset=TinyTokens(), callbacks=[callback]).train()
+    assert len(callback.log) == 20
+    assert callback.log[-1]["lam"] > 0  # the controller acted
+    assert callback.log[-1]["surrogate"] < callback.log[0]["surrogate"]
+    result = comp.export()
+    dense = netdiet.measured_flops(model, example)
+    flops = netdiet.measured_flops(result.model, example)
+    assert 0.49 * dense <= flops <= 0.5 * dense
+    assert result.model.config.hidden_size <= 32
