@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_checks import assert_unchanged, check_dense, check_keep, keep_settings, state_snapshot
 
 import netdiet
+from engine_checks import assert_unchanged, check_dense, check_keep, keep_settings, state_snapshot
 
 transformers = pytest.importorskip("transformers")
 

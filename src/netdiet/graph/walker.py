@@ -312,11 +312,17 @@ class Walker:
             return
         self.node = None
         embed = in_w.dims[1]
-        q, k, v = (self.table.new(module.embed_dim) for _ in range(3))
-        from netdiet.graph.layout import Cat
+        from netdiet.graph.layout import Cat, Prod
 
-        for a, b in ((in_w.dims[0], Cat((q, k, v))), (q, embed), (k, embed), (v, embed)):
-            self.unify(a, b)
+        if isinstance(self.table.resolve(in_w.dims[0]), Prod):
+            # Self-attention path: the packed projection was unflattened to (3, E) and q, k, v selected.
+            e = self.table.new(module.embed_dim)
+            self.unify(in_w.dims[0], Prod((self.table.new(3), e)))
+            self.unify(e, embed)
+        else:
+            q, k, v = (self.table.new(module.embed_dim) for _ in range(3))
+            for a, b in ((in_w.dims[0], Cat((q, k, v))), (q, embed), (k, embed), (v, embed)):
+                self.unify(a, b)
         self.unify(out_w.dims[0], embed)
         self.unify(out_w.dims[1], embed)
 
