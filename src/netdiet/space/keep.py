@@ -27,6 +27,8 @@ def to_index(value: Any, group: str) -> torch.Tensor:
             ) from exc
     if t.dtype == torch.bool:
         t = torch.nonzero(t).flatten()
+    if t.numel() == 0 and t.dim() == 1:
+        t = t.long()  # [] parses as float32; "keep nothing" must reach the min_keep check
     if t.dtype.is_floating_point or t.dim() != 1:
         raise InvalidKeepError(
             f"keep['{group}'] must be a 1-D list of integer unit indices, got {t.dtype} {tuple(t.shape)}"
