@@ -106,9 +106,10 @@ def main() -> int:
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for k, v in med.items():
-        print(f"{k:>16}: {v:7.1f} images/s (median of {args.repeats})")
+        print(f"{k:>20}: {v:7.1f} images/s (median of {args.repeats})")
     print(
-        f"trainer / bare = {result['trainer_over_bare']:.3f}; with augmentation {result['trainer_augment_over_bare']:.3f}"
+        f"trainer / bare = {result['trainer_over_bare']:.3f}; with augmentation "
+        f"{result['trainer_augment_over_bare']:.3f} (medians of paired per-repeat ratios)"
     )
     return 0
 

@@ -92,6 +92,7 @@ def main() -> int:
         cmd.append("--resume")
     shown = "netdiet train " + " ".join(shlex.quote(c) for c in cmd[3:])
     print(shown, flush=True)
+    commit = git_commit()  # the code that trains, recorded before it runs
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, check=True)
     wall = time.time() - t0
@@ -116,7 +117,7 @@ def main() -> int:
         "epochs": meta["epochs_trained"],
         "wall_time_s": round(wall, 1),
         "machine": machine(),
-        "commit": git_commit(),
+        "commit": commit,
         "command": shown,
         "checkpoint": str(dest.relative_to(REPO)),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
