@@ -168,3 +168,18 @@ def test_shared_cifar10_archive_loads(tmp_path: Path) -> None:
     assert splits["train"].images.shape == (50000, 32, 32, 3)
     assert splits["test"].images.shape == (10000, 32, 32, 3)
     assert np.bincount(splits["test"].labels).tolist() == [1000] * 10
+
+
+def test_build_data_on_a_users_image_folder(tmp_path: Path) -> None:
+    from netdiet.data import DataSpec, build_data
+
+    tree = make_tree(tmp_path / "tree", per_class=6, splits=("train", "val"))
+    spec = DataSpec("imagefolder", data_dir=str(tree), image_size=8, batch_size=4, val_size=2,
+                    cache_dir=str(tmp_path / "c"))  # fmt: skip
+    bundle = build_data(spec)
+    assert set(bundle.eval) == {"val", "test"}  # ImageNet-style val/ is the reported split, "val" is held out
+    assert bundle.eval["val"].num_examples == 2 and bundle.eval["test"].num_examples == 12
+    assert bundle.num_classes == 2 and bundle.info["num_train"] == 10
+    x = next(iter(bundle.train)).inputs[0]
+    assert x.shape == (4, 3, 8, 8)
+    assert abs(float(x.mean())) < 1.5  # normalised with the training split's own statistics

@@ -115,3 +115,11 @@ def test_build_data_trains_then_reuses_the_saved_tokenizer(tmp_path: Path) -> No
     second = build_data(spec, tokenizer_path=path)
     a, b = next(iter(first.eval["dev"])), next(iter(second.eval["dev"]))
     assert torch.equal(a.inputs[0], b.inputs[0])
+
+
+def test_cola_files_have_no_header(tmp_path: Path) -> None:
+    root = tmp_path / "CoLA"
+    root.mkdir()
+    (root / "train.tsv").write_text("gj04\t1\t\tThe book was read.\ngj04\t0\t*\tBook the read was.\n")
+    ex = load_glue(root, "cola")["train"]
+    assert ex.labels == [1, 0] and ex.text_a == ["The book was read.", "Book the read was."]

@@ -117,6 +117,14 @@ def _image_splits(spec: DataSpec) -> dict[str, ImageArrays]:
     return {"train": full.take(slice(0, n)), "test": full.take(slice(n, None))}
 
 
+def _report_name(split: str, splits: dict[str, ImageArrays]) -> str:
+    """Name of a source split among the eval loaders. "val" means the part held out of train, so an
+    ImageNet-style val/ directory (the reported split there) is called "test", or "val_dir" beside a test/."""
+    if split != "val":
+        return split
+    return "val_dir" if "test" in splits else "test"
+
+
 def _build_images(spec: DataSpec, rank: int, world_size: int) -> DataBundle:
     splits = _image_splits(spec)
     val_size = DEFAULT_VAL_SIZE[spec.name] if spec.val_size is None else spec.val_size
@@ -142,7 +150,7 @@ def _build_images(spec: DataSpec, rank: int, world_size: int) -> DataBundle:
         evals["val"] = ImageLoader(val, spec.eval_batch_size, **common)
     for name, data in splits.items():
         if name != "train":
-            evals[name] = ImageLoader(data, spec.eval_batch_size, **common)
+            evals[_report_name(name, splits)] = ImageLoader(data, spec.eval_batch_size, **common)
     info = {"mean": list(mean), "std": list(std), "classes": train.classes, "num_train": len(train)}
     return DataBundle(train_loader, evals, len(train.classes), "image", info)
 
