@@ -11,8 +11,9 @@ from torch import nn
 
 from netdiet.cost import cost
 from netdiet.errors import ConfigError
-from netdiet.export import RECIPE_ATTR, export_model, verify
+from netdiet.export import RECIPE_ATTR, export_model
 from netdiet.export.lowrank import factorize, pays
+from netdiet.export.verify import verify as verify_outputs
 from netdiet.methods.budget import Budget
 from netdiet.methods.readoff import Setting
 from netdiet.space import Space
@@ -120,7 +121,7 @@ class Method:
             before = _frozen_copy(slim)
             factorize(slim, ranks)
             if not any(p.device.type == "meta" for p in slim.parameters()):
-                verify(before, slim, self.space.example_inputs, rtol=1e-4)
+                verify_outputs(before, slim, self.space.example_inputs, rtol=1e-4)
         return ranks
 
 

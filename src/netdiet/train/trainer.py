@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,6 +32,16 @@ from netdiet.train.schedule import cosine_with_warmup
 from netdiet.train.seed import epoch_seed, seed_everything
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+class StepHook(Protocol):
+    """What a compression method plugs into the loop."""
+
+    def penalty(self) -> torch.Tensor: ...
+
+    def after_step(self) -> None: ...
+
+    def status(self) -> dict[str, float]: ...
 
 
 @dataclass
@@ -88,6 +98,7 @@ def fit_inplace(
     eval_split: str = "val",
     callbacks: Sequence[EpochCallback] = (),
     ctx: DistContext | None = None,
+    step_hook: StepHook | None = None,
 ) -> TrainResult:
     """Train `model` in place.
 
@@ -95,7 +106,8 @@ def fit_inplace(
     `config.eval_every` epochs (use a split held out of train, never test). With `run_dir`, metrics go
     to metrics.jsonl and a checkpoint to run_dir/checkpoint after each epoch; `resume=True` continues from
     it. `teacher` (with config.kd_alpha > 0) adds distillation from its logits. `callbacks` run after each
-    epoch's checkpoint with (epoch, record).
+    epoch's checkpoint with (epoch, record). `step_hook` (compression methods) adds its `penalty()` to
+    every step's loss, runs `after_step()` after each optimizer step and shows `status()` in the bar.
     """
     cfg = config or TrainConfig()
     evals = evals or {}
@@ -181,6 +193,8 @@ def fit_inplace(
                     kd_alpha=cfg.kd_alpha,
                     kd_temperature=cfg.kd_temperature,
                 )
+                if step_hook is not None:
+                    loss = loss + step_hook.penalty().to(loss.device)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -194,6 +208,8 @@ def fit_inplace(
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
+                if step_hook is not None:
+                    step_hook.after_step()
                 step += 1
                 n = len(target)
                 loss_sum += loss.detach().double() * n
@@ -201,10 +217,12 @@ def fit_inplace(
                 seen += n
                 if bar.disable is False and (i % 10 == 0 or i == steps_per_epoch - 1):
                     elapsed = time.perf_counter() - t0
+                    extra = step_hook.status() if step_hook is not None else {}
                     bar.set_postfix(
                         loss=f"{loss_sum.item() / seen:.3f}",
                         acc=f"{correct.item() / seen:.3f}",
                         ips=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}",
+                        **{k: f"{v:.3g}" for k, v in extra.items()},
                         refresh=False,
                     )
                 bar.update(1)
