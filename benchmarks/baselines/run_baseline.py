@@ -64,14 +64,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def regenerate() -> None:
+    """Rewrite RESULTS.md from results.json and throughput.json (`--table-only`)."""
+    results_path = HERE / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"baselines": []}
+    write_markdown(results, HERE / "RESULTS.md")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=NAMES)
+    p.add_argument("name", choices=NAMES, nargs="?")
+    p.add_argument("--table-only", action="store_true", help="only regenerate RESULTS.md")
     p.add_argument("--profile", choices=["cpu-quick", "full"], default="cpu-quick")
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--runs", default=str(REPO / "runs" / "baselines"), help="where run directories go")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
+    if args.table_only:
+        regenerate()
+        return 0
+    if args.name is None:
+        p.error("name is required unless --table-only")
 
     key = f"{args.name}-{args.profile}"
     config = HERE / "profiles" / f"{key}.yaml"
@@ -157,6 +170,30 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "Commands:", ""]
     for r in results["baselines"]:
         lines.append(f"- {r['model']} {r['profile']}: `{r['command']}`")
+    tp_path = path.parent / "throughput.json"
+    if tp_path.is_file():
+        tp = json.loads(tp_path.read_text())
+        med = tp["images_per_s_median"]
+        lines += [
+            "",
+            "## Trainer throughput against a bare loop",
+            "",
+            f"`python benchmarks/baselines/bench_trainer_throughput.py` ({tp['model']}, batch {tp['batch_size']}, "
+            f"{tp['threads']} thread(s), {tp['steps_per_measurement']} steps per measurement, {tp['repeats']} "
+            "alternated repeats in one process; medians; ratio = median of per-repeat ratios). The machine was "
+            "shared, so single samples vary by 2x; see throughput.json for every sample.",
+            "",
+            "| loop | images/s (median) | ratio to bare |",
+            "|---|---|---|",
+            f"| bare hand-written loop | {med['bare']:.0f} | 1.00 |",
+            f"| netdiet trainer, no augmentation | {med['trainer']:.0f} | {tp['trainer_over_bare']:.2f} |",
+            f"| netdiet trainer, crop + flip | {med['trainer+augment']:.0f} | {tp['trainer_augment_over_bare']:.2f} |",
+        ]
+        if "bare-nchw-contiguous" in med:
+            lines.append(
+                f"| bare loop, NCHW-contiguous input | {med['bare-nchw-contiguous']:.0f} | "
+                f"{tp.get('bare_nchw_over_bare', float('nan')):.2f} |"
+            )
     lines.append("")
     path.write_text("\n".join(lines))
 
