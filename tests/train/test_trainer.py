@@ -137,3 +137,19 @@ def test_model_save_load_round_trip(digits8, tmp_path: Path) -> None:
     torch.testing.assert_close(loaded(*x), model(*x))
     assert meta["model"] == "resnet20" and meta["note"] == "x"
     assert not list(tmp_path.glob("*.pt"))  # weights are safetensors, never a pickle
+
+
+def test_amp_and_channels_last_paths_run_on_cpu(digits8) -> None:
+    """The GPU options (autocast, channels_last) take the same code path on CPU with bf16."""
+    cfg = TrainConfig(epochs=2, lr=0.05, amp=True, channels_last=True, progress=False)
+    result = fit(tiny_resnet(), digits8.train, digits8.eval, cfg)
+    assert result.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert result.model.conv1.weight.dtype == torch.float32  # autocast never changes stored weights
+    assert result.final["val_accuracy"] > 0.3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_training(digits8) -> None:
+    cfg = TrainConfig(epochs=2, lr=0.05, device="cuda", progress=False)
+    result = fit(tiny_resnet(), digits8.train, digits8.eval, cfg)
+    assert result.final["val_accuracy"] > 0.3
