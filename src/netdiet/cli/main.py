@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from netdiet.errors import NetdietError
 
-COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate")
+COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate", "compress")
 
 
 def build_parser() -> argparse.ArgumentParser:

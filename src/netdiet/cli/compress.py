@@ -1,0 +1,121 @@
+"""`netdiet compress`: from a dense `netdiet train` run to a slim model under a budget, with its report.
+
+The output directory holds the slim model (`recipe.json` + `model.safetensors`, loadable with
+`netdiet.load(OUT, zoo.build(...))`), `base.json` (which zoo model and config to rebuild the base from)
+and `report.json` (budget, accuracy on val and the reported split, exact FLOPs/params, CPU latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from netdiet.compress import compress
+from netdiet.data import DataSpec, build_data
+from netdiet.errors import NetdietError
+from netdiet.export import save
+from netdiet.methods import METHODS, Budget
+from netdiet.train import TrainConfig, evaluate, load_model
+from netdiet.train.atomic import atomic_write_json
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="compress a trained model to a budget (FLOPs, params, bytes, BOPs)",
+        description=(
+            "Compress the dense model of a `netdiet train` run directory to a budget in one training run "
+            "(l1l2), or with a one-shot baseline (uniform, magnitude), then fine-tune it with distillation "
+            "from the dense model and write the slim model and a report."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="run directory of the dense model (`netdiet train --out`)"
+    )
+    p.add_argument("--model", help="zoo model name; checked against the run directory if given")
+    p.add_argument(
+        "--budget", required=True, help="METRIC=VALUE: flops=0.5 (half of dense) or flops=40M (absolute)"
+    )
+    p.add_argument(
+        "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
+    )
+    p.add_argument("--epochs", type=int, default=1, help="epochs of gated training (l1l2; default 1)")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=1, help="epochs of distilled fine-tuning (default 1)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (default: 0.02 for SGD, 5e-5 AdamW)"
+    )
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default: the dense run's")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="training batch size (default: the dense run's)"
+    )
+    p.add_argument("--subset", type=int, default=None, help="use only the first N training examples")
+    p.add_argument("--data-dir", help="where the data is now, if it moved since training")
+    p.add_argument(
+        "--lambda-lr", type=float, default=0.05, help="dual-ascent step of the penalty weight (l1l2)"
+    )
+    p.add_argument("--no-lowrank", action="store_true", help="l1l2 without singular-value gates")
+    p.add_argument("--distill", type=float, default=0.5, help="distillation weight in fine-tuning (0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    budget = Budget.parse(args.budget)
+    if args.epochs < 0 or args.finetune_epochs < 0:
+        raise NetdietError("--epochs and --finetune-epochs must be >= 0")
+    run_dir = Path(args.checkpoint)
+    model, meta = load_model(run_dir)
+    if args.model and args.model != meta["model"]:
+        raise NetdietError(f"--model {args.model} does not match the run directory's model {meta['model']}")
+    data = dict(meta["data"])
+    if args.data_dir:
+        data["data_dir"] = args.data_dir
+    if args.batch_size:
+        data["batch_size"] = args.batch_size
+    if args.subset:
+        data["subset"] = args.subset
+    tok = run_dir / meta["tokenizer"] if meta.get("tokenizer") else None
+    bundle = build_data(DataSpec.from_json(data), tokenizer_path=tok)
+    dense_cfg = dict(meta.get("train_config") or {})
+    optimizer = args.optimizer or dense_cfg.get("optimizer", "sgd")
+    lr = args.lr if args.lr is not None else (0.02 if optimizer == "sgd" else 5e-5)
+    cfg = TrainConfig(
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=float(dense_cfg.get("weight_decay", 5e-4)),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    options = {"lambda_lr": args.lambda_lr, "lowrank": not args.no_lowrank} if args.method == "l1l2" else {}
+    val = bundle.eval.get("val")
+    result = compress(
+        model,
+        bundle.train,
+        budget,
+        method=args.method,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        eval_data=val,
+        train_config=cfg,
+        method_options=options,
+        distill=args.distill,
+        progress=not args.no_progress,
+    )
+    report = result.report
+    reported = [s for s in bundle.eval if s != "val"]
+    for split in reported:
+        report["dense"][f"{split}_accuracy"] = evaluate(model, bundle.eval[split])["accuracy"]
+        report["compressed"][f"{split}_accuracy"] = evaluate(result.model, bundle.eval[split])["accuracy"]
+    report["base_run"] = str(run_dir)
+    out = Path(args.out)
+    save(result.model, out)
+    atomic_write_json(out / "base.json", {"model": meta["model"], "model_config": meta["model_config"]})
+    atomic_write_json(out / "report.json", report)
+    print(json.dumps({k: report[k] for k in ("budget", "dense", "compressed")}, indent=1))
+    return 0
