@@ -20,8 +20,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a run directory is meant to be shared and read
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp (and some writers) create 0600; run directories are meant to be read
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
