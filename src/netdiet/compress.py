@@ -132,6 +132,8 @@ def compress(
         },
         "factorized": exported.factorized,
         "kept": {k: int(v.numel()) for k, v in exported.setting.keep.items()},
+        "sizes": {g.name: g.size for g in comp.space.groups},
+        "ranks": {w: int(v.numel()) for w, v in exported.setting.ranks.items()},
         "compress_train_s": compress_train_s,
         "finetune_s": finetune_s,
         "total_s": time.perf_counter() - t_start,
