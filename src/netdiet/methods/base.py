@@ -77,7 +77,7 @@ class Method:
     def read_off(self) -> Setting:
         raise NotImplementedError
 
-    def weights_for_export(self, setting: Setting) -> nn.Module:
+    def weights_for_export(self, setting: Setting | None) -> nn.Module:
         """A plain (un-parametrised) model carrying the weights to slice."""
         return self.model
 

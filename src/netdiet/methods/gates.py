@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -153,15 +152,6 @@ def attach_gates(space: Space, model: nn.Module, lowrank: bool = True) -> GateSe
         module = model.get_submodule(info.module_path) if info.module_path else model
         parametrize.register_parametrization(module, info.attr, UnitScale(gates, entries), unsafe=True)
     return gates
-
-
-def fold_gates(model: nn.Module) -> None:
-    """Bake the current gate values into plain weights and remove every parametrization."""
-    for module in list(model.modules()):
-        if parametrize.is_parametrized(module):
-            params: Any = module.parametrizations
-            for name in list(params.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 
 def rank_pays(space: Space, weight: str, counts: dict[str, int], rank: int) -> bool:

@@ -9,7 +9,6 @@ fix-up puts the exported cost in [budget - tolerance, budget].
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,10 @@ from netdiet.cost import cost
 from netdiet.errors import ConfigError
 from netdiet.export.slicing import copy_model
 from netdiet.methods.base import Method
+from netdiet.methods.baselines import unit_norms
 from netdiet.methods.budget import Budget
 from netdiet.methods.controller import DualAscent
-from netdiet.methods.gates import GateSet, attach_gates, fold_gates, rank_pays
+from netdiet.methods.gates import GateSet, attach_gates, rank_pays
 from netdiet.methods.readoff import Setting, minimum_cost, read_off
 from netdiet.methods.relaxed import relaxed_count
 from netdiet.space import Space
@@ -86,47 +86,78 @@ class L1L2(Method):
 
     # ----- read-off -------------------------------------------------------------------------------
     def read_off(self) -> Setting:
-        group_gates = {n: self.gates.group(n).detach() for n in self.gates.group_names}
-        rank_gates = {w: self.gates.rank(w).detach() for w in self.gates.rank_names}
+        """Counts from the relaxed counts S(a), S(b); order from what each unit now carries.
+
+        A unit's importance is the norm of its weights with the gates folded in (gate x weight), and a
+        singular direction's is b_i * |u_i| * |v_i|: early in training, when gates are still near 1,
+        that is magnitude pruning; as gates separate, they dominate.
+        """
+        counts, ranks = self.relaxed_counts()
+        start = {n: round(float(v.detach())) for n, v in counts.items()}
+        start.update({w: round(float(v.detach())) for w, v in ranks.items()})
+        folded = self.weights_for_export(None)
+        scores = unit_norms(self.space, folded)
+        rank_scores = self._rank_importance()
         setting = read_off(
-            self.space, group_gates, rank_gates, self.metric, self.target, self.config.tolerance
+            self.space,
+            scores,
+            rank_scores,
+            self.metric,
+            self.target,
+            self.config.tolerance,
+            start_counts=start,
         )
-        counts, _ = setting.counts()
+        keep_counts, _ = setting.counts()
         for weight, kept in list(setting.ranks.items()):
-            if not rank_pays(self.space, weight, counts, int(kept.numel())):
+            if not rank_pays(self.space, weight, keep_counts, int(kept.numel())):
                 # a dense layer costs the same at any rank: keep every direction, lose nothing
-                setting.ranks[weight] = torch.arange(rank_gates[weight].numel())
+                setting.ranks[weight] = torch.arange(rank_scores[weight].numel())
         return setting
 
-    def weights_for_export(self, setting: Setting) -> nn.Module:
-        """Zero the gates of dropped units and directions, then fold every gate into the weights."""
-        folded = copy.deepcopy(self.model)  # its parametrizations share one copied GateSet
-        gates = _gateset_of(folded)
-        with torch.no_grad():
-            if gates is not None:
-                for name, idx in setting.keep.items():
-                    g = gates.group(name)
-                    mask = torch.zeros_like(g, dtype=torch.bool)
-                    mask[idx] = True
-                    g.masked_fill_(~mask, 0.0)
-                for weight, idx in setting.ranks.items():
-                    b = gates.rank(weight)
-                    mask = torch.zeros_like(b, dtype=torch.bool)
-                    mask[idx] = True
-                    b.masked_fill_(~mask, 0.0)
-        fold_gates(folded)
-        return folded
-
-
-def _gateset_of(model: nn.Module) -> GateSet | None:
-    from torch.nn.utils import parametrize
-
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
+    def _rank_importance(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for weight in self.gates.rank_names:
+            info = self.space.analysis.params[weight]
+            module = self.model.get_submodule(info.module_path) if info.module_path else self.model
             plists: Any = module.parametrizations
-            for plist in plists.values():
-                for p in plist:
-                    gates = getattr(p, "_gates", None)
-                    if gates is not None:
-                        return gates
-    return None
+            originals = plists[info.attr]
+            u, v = originals.original0.detach(), originals.original1.detach()
+            b = self.gates.rank(weight).detach().abs()
+            out[weight] = b * u.norm(dim=0) * v.norm(dim=1)
+        return out
+
+    def weights_for_export(self, setting: Setting | None) -> nn.Module:
+        """A plain copy of the original architecture holding the gated model's effective weights.
+
+        With a setting, the gates of dropped units and directions are zeroed first (temporarily). The
+        parametrizations are read, never removed: torch shares the parametrized class between a module
+        and its deep copy, so removing them from a copy would break the model being trained.
+        """
+        saved = [p.detach().clone() for p in self.gates.parameters()]
+        try:
+            with torch.no_grad():
+                if setting is not None:
+                    for name, idx in setting.keep.items():
+                        _zero_except(self.gates.group(name), idx)
+                    for weight, idx in setting.ranks.items():
+                        _zero_except(self.gates.rank(weight), idx)
+                state = {key: _effective(self.model, key) for key in self.original.state_dict()}
+        finally:
+            with torch.no_grad():
+                for p, value in zip(self.gates.parameters(), saved):
+                    p.copy_(value)
+        plain = copy_model(self.original)
+        plain.load_state_dict(state)
+        return plain
+
+
+def _zero_except(gate: torch.Tensor, keep: torch.Tensor) -> None:
+    mask = torch.zeros_like(gate, dtype=torch.bool)
+    mask[keep] = True
+    gate.masked_fill_(~mask, 0.0)
+
+
+def _effective(model: nn.Module, key: str) -> torch.Tensor:
+    path, _, attr = key.rpartition(".")
+    owner = model.get_submodule(path) if path else model
+    return getattr(owner, attr).detach().clone()

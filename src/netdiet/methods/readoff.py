@@ -54,11 +54,15 @@ def read_off(
     target: float,
     tolerance: float = 0.01,
     start: str = "threshold",
+    criterion: str = "importance",
+    start_counts: Mapping[str, int] | None = None,
 ) -> Setting:
     """A setting whose exact `metric` lies in [target * (1 - tolerance), target].
 
     `start="threshold"` begins from the gates' own read-off; `start="full"` from the dense model (for
-    importance scores that are not gates, such as weight norms).
+    importance scores that are not gates, such as weight norms). `criterion="importance"` removes the
+    least important unit that saves cost; `"ratio"` the lowest importance per unit of cost saved (a
+    knapsack heuristic that tends to starve the most expensive group, e.g. a residual stream).
     """
     order: dict[tuple[str, str], torch.Tensor] = {}  # (kind, name) -> unit indices by decreasing importance
     importance: dict[tuple[str, str], torch.Tensor] = {}
@@ -70,6 +74,8 @@ def read_off(
         importance[key] = a / a.max().clamp(min=1e-12)
         order[key] = torch.argsort(a, descending=True, stable=True)
         kept[key] = int(threshold(a, g.min_keep).numel()) if start == "threshold" else g.size
+        if start_counts is not None and g.name in start_counts:
+            kept[key] = max(g.min_keep, min(g.size, int(start_counts[g.name])))
         min_keep[key] = g.min_keep
     for w, b in rank_gates.items():
         b = b.detach().abs()
@@ -77,6 +83,8 @@ def read_off(
         importance[key] = b / b.max().clamp(min=1e-12)
         order[key] = torch.argsort(b, descending=True, stable=True)
         kept[key] = int(threshold(b, 1).numel()) if start == "threshold" else b.numel()
+        if start_counts is not None and w in start_counts:
+            kept[key] = max(1, min(b.numel(), int(start_counts[w])))
         min_keep[key] = 1
 
     def current() -> float:
@@ -109,7 +117,7 @@ def read_off(
             if saving <= 0:
                 continue
             weakest = float(importance[key][order[key][kept[key] - 1]])
-            score = weakest / saving
+            score = weakest / saving if criterion == "ratio" else weakest
             if score < best_score:
                 best, best_score = key, score
         if best is None:
@@ -122,7 +130,10 @@ def read_off(
         grads = marginals()
         candidates = sorted(
             (key for key in kept if kept[key] < order[key].numel()),
-            key=lambda k: -float(importance[k][order[k][kept[k]]]) / max(grads[k], 1e-12),
+            key=lambda k: (
+                -float(importance[k][order[k][kept[k]]])
+                / (max(grads[k], 1e-12) if criterion == "ratio" else 1.0)
+            ),
         )
         for key in candidates:
             kept[key] += 1
