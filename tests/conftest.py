@@ -28,3 +28,14 @@ def _install_tv_shim() -> None:
 
 
 _install_tv_shim()
+
+
+def _one_thread() -> None:
+    """Tests check numbers, not speed. One intra-op thread per process avoids OpenMP oversubscription,
+    which on a 2-core machine shared with another process made the suite up to 50x slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+_one_thread()

@@ -6,6 +6,7 @@ Pipeline: graph -> space -> cost -> method -> export -> report (see docs/archite
 __version__ = "0.1.0"
 
 from netdiet.compress import CompressionResult, compress  # noqa: E402
+from netdiet.compressor import Compressor, Exported  # noqa: E402
 from netdiet.cost import CostReport, cost, measured_flops  # noqa: E402
 from netdiet.errors import (  # noqa: E402
     ConfigError,
@@ -17,13 +18,14 @@ from netdiet.errors import (  # noqa: E402
     VerificationError,
 )
 from netdiet.export import load, save, verify  # noqa: E402
-from netdiet.methods import Budget, Compressor  # noqa: E402
+from netdiet.methods import Budget  # noqa: E402
 from netdiet.space import Group, Space, analyze  # noqa: E402
 
 __all__ = [
     "Budget",
     "CompressionResult",
     "Compressor",
+    "Exported",
     "compress",
     "ConfigError",
     "CostReport",

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
-from netdiet.methods import Budget, Compressor, Exported
+from netdiet.methods import Budget
 from netdiet.methods.l1l2 import L1L2
 from netdiet.report import compare_latency
 from netdiet.space import analyze

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import netdiet
-from netdiet.methods import Budget, Compressor
+from netdiet.compressor import Compressor
+from netdiet.methods import Budget
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

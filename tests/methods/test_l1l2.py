@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import netdiet
+from netdiet.compressor import Compressor
 from netdiet.errors import ConfigError
-from netdiet.methods import Budget, Compressor
+from netdiet.methods import Budget
 
 
 def small_cnn() -> nn.Module:

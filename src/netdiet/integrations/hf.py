@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from netdiet.methods import Compressor
+from netdiet.compressor import Compressor
 
 try:  # transformers is optional
     from transformers import TrainerCallback

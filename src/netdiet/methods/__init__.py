@@ -1,21 +1,21 @@
 """Stage 4: methods that choose the knobs (and train the weights) under a budget."""
 
-from netdiet.methods.base import Exported, Method
+from netdiet.methods.base import Method
 from netdiet.methods.baselines import Magnitude, Uniform, unit_norms
 from netdiet.methods.budget import Budget
-from netdiet.methods.compressor import METHODS, Compressor, make_method
 from netdiet.methods.l1l2 import L1L2, L1L2Config
+from netdiet.methods.readoff import Setting
+from netdiet.methods.registry import METHODS, make_method
 from netdiet.methods.relaxed import relaxed_count
 
 __all__ = [
     "L1L2",
     "METHODS",
     "Budget",
-    "Compressor",
-    "Exported",
     "L1L2Config",
     "Magnitude",
     "Method",
+    "Setting",
     "Uniform",
     "make_method",
     "relaxed_count",

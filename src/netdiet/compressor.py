@@ -1,0 +1,144 @@
+"""`Compressor`: compression inside the user's own training loop.
+
+    comp = netdiet.Compressor(model, example_inputs, budget=Budget(flops=0.5), method="l1l2")
+    opt = torch.optim.SGD(comp.model.parameters(), lr=0.05)     # train comp.model, a copy
+    for x, y in loader:
+        loss = F.cross_entropy(comp.model(x), y) + comp.penalty()
+        opt.zero_grad(); loss.backward(); opt.step(); comp.step()
+    result = comp.export()                                      # slim model under the budget
+
+The user's model is copied, never modified; the loop, optimizer and schedule stay the user's. The gates
+are not in `comp.model.parameters()`: the compressor trains them itself in `step()`.
+
+This facade sits beside the pipeline: it drives a method (stage 4) and then the exporter (stage 5), so
+the methods themselves never import the export stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from netdiet.cost import cost
+from netdiet.errors import ConfigError
+from netdiet.export import RECIPE_ATTR, export_model
+from netdiet.export.lowrank import factorize, pays
+from netdiet.export.verify import verify as verify_outputs
+from netdiet.methods import Budget, Method
+from netdiet.methods.l1l2 import L1L2
+from netdiet.methods.readoff import Setting
+from netdiet.methods.registry import make_method
+from netdiet.space import analyze
+
+
+@dataclass
+class Exported:
+    """The slim model and the numbers that prove what it is."""
+
+    model: nn.Module
+    setting: Setting
+    factorized: dict[str, int]
+    dense_cost: dict[str, float]
+    cost: dict[str, float]
+    budget: dict[str, float]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "dense": self.dense_cost,
+            "compressed": self.cost,
+            "ratio": {k: self.cost[k] / max(self.dense_cost[k], 1e-12) for k in self.cost},
+            "kept": {k: int(v.numel()) for k, v in self.setting.keep.items()},
+            "factorized": dict(self.factorized),
+        }
+
+
+class Compressor:
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        budget: Budget | str,
+        method: str = "l1l2",
+        *,
+        exclude: Sequence[Any] = (),
+        **config: Any,
+    ) -> None:
+        if isinstance(budget, str):
+            budget = Budget.parse(budget)
+        if not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be a netdiet.Budget or a string like 'flops=0.5', got {budget!r}")
+        self.budget = budget
+        self.space = analyze(model, example_inputs, exclude=exclude)
+        self.method: Method = make_method(method, model, self.space, budget, **config)
+
+    @property
+    def model(self) -> nn.Module:
+        """The model to train (a gated copy for l1l2; the model itself for one-shot baselines)."""
+        return self.method.model
+
+    def penalty(self) -> torch.Tensor:
+        """Add to the task loss before backward()."""
+        return self.method.penalty()
+
+    def step(self) -> None:
+        """Call right after the user's optimizer.step()."""
+        self.method.step()
+
+    def status(self) -> dict[str, float]:
+        out = {"target": self.method.target, "dense": self.method.dense}
+        if isinstance(self.method, L1L2):
+            out.update(surrogate=self.method.last_surrogate, lam=self.method.lam)
+        return out
+
+    def export(self, verify: bool = True) -> Exported:
+        """Read off a setting within the budget and return the slim, verified model."""
+        method = self.method
+        setting = method.read_off()
+        source = method.weights_for_export(setting)
+        slim = export_model(self.space, setting.keep, verify=verify, source=source)
+        factorized = self._factorize(slim, setting)
+        counts, ranks = setting.counts()
+        final = cost(self.space, counts, ranks=ranks, per_layer=False)
+        metrics = ("flops", "params", "weight_bytes", "bops")
+        recipe = dict(getattr(slim, RECIPE_ATTR))
+        recipe["ranks"] = factorized
+        recipe["method"] = method.name
+        recipe["budget"] = self.budget.to_dict()
+        setattr(slim, RECIPE_ATTR, recipe)
+        return Exported(
+            model=slim,
+            setting=setting,
+            factorized=factorized,
+            dense_cost={m: float(getattr(cost(self.space, per_layer=False), m)) for m in metrics},
+            cost={m: float(getattr(final, m)) for m in metrics},
+            budget={method.metric: method.target},
+            recipe=recipe,
+        )
+
+    def _factorize(self, slim: nn.Module, setting: Setting) -> dict[str, int]:
+        """Factorise the layers whose kept rank lowers their cost; check the result is unchanged."""
+        ranks: dict[str, int] = {}
+        for weight, kept in setting.ranks.items():
+            info = self.space.analysis.params[weight]
+            module = slim.get_submodule(info.module_path)
+            if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                continue
+            w = module.weight
+            rest = math.prod(w.shape[1:])
+            r = int(kept.numel())
+            if pays(w.shape[0], rest, r):
+                ranks[info.module_path] = r
+        if ranks:
+            before = copy.deepcopy(slim)
+            factorize(slim, ranks)
+            if not any(p.device.type == "meta" for p in slim.parameters()):
+                verify_outputs(before, slim, self.space.example_inputs, rtol=1e-4)
+        return ranks
