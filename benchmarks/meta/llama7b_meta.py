@@ -38,8 +38,14 @@ def main() -> None:
     import netdiet
 
     config = LlamaConfig(
-        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, use_cache=False,
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        use_cache=False,
     )
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.device("meta"):
@@ -59,7 +65,9 @@ def main() -> None:
     kinds: dict[str, int] = {}
     for g in space.groups:
         kinds[g.kind] = kinds.get(g.kind, 0) + 1
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     result = {
         "model": "LlamaForCausalLM, Llama-2-7B config (meta device), input (1, 128)",
         "params": int(report.params),
@@ -74,7 +82,7 @@ def main() -> None:
         "half_gflops": round(half.flops / 1e9, 1),
         "slim_params": sum(p.numel() for p in slim.parameters()),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"torch {torch.__version__}, python {sys.version.split()[0]}",
+        f"torch {torch.__version__}, python {sys.version.split()[0]}",
         "commit": commit,
     }
     (HERE / "results.json").write_text(json.dumps(result, indent=1))
