@@ -30,42 +30,101 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
+IMAGE_METHODS = ["l1l2", "magnitude", "uniform", "torch-pruning"]
+TEXT_METHODS = ["l1l2", "magnitude", "uniform"]
+SGD = {"optimizer": "sgd", "lr": 0.02, "weight_decay": 5e-4}
+ADAMW = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu-quick": {
-        "models": {"resnet20": "benchmarks/baselines/checkpoints/resnet20-cpu-quick"},
-        "subset": 5000,
-        "compress_epochs": 1,
-        "finetune_epochs": 2,
-        "lr": 0.02,
         "threads": 1,
         "seeds": [0, 1, 2],
-        "budgets": [0.5, 0.3],
-        "methods": ["l1l2", "magnitude", "uniform", "torch-pruning"],
+        "models": {
+            "resnet20": {
+                "checkpoint": "benchmarks/baselines/checkpoints/resnet20-cpu-quick",
+                "subset": 5000,
+                "compress_epochs": 1,
+                "finetune_epochs": 2,
+                "budgets": [0.5, 0.3],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
+            "resnet56": {
+                "checkpoint": "benchmarks/baselines/checkpoints/resnet56-cpu-quick",
+                "subset": 5000,
+                "compress_epochs": 1,
+                "finetune_epochs": 2,
+                "budgets": [0.5, 0.3],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
+            "bert": {
+                "checkpoint": "benchmarks/baselines/checkpoints/bert-sst2-cpu-quick",
+                "subset": 10000,
+                "compress_epochs": 1,
+                "finetune_epochs": 2,
+                "budgets": [0.5],
+                "methods": TEXT_METHODS,
+                **ADAMW,
+            },
+        },
     },
     "smoke": {  # seconds: checks that the script runs end to end
-        "models": {"resnet20": "benchmarks/baselines/checkpoints/resnet20-cpu-quick"},
-        "subset": 512,
-        "compress_epochs": 1,
-        "finetune_epochs": 1,
-        "lr": 0.02,
         "threads": 1,
         "seeds": [0],
-        "budgets": [0.5],
-        "methods": ["l1l2", "magnitude", "uniform", "torch-pruning"],
-    },
-    "full": {
         "models": {
-            "resnet20": "benchmarks/baselines/checkpoints/resnet20-full",
-            "resnet56": "benchmarks/baselines/checkpoints/resnet56-full",
+            "resnet20": {
+                "checkpoint": "benchmarks/baselines/checkpoints/resnet20-cpu-quick",
+                "subset": 512,
+                "compress_epochs": 1,
+                "finetune_epochs": 1,
+                "budgets": [0.5],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
+            "bert": {
+                "checkpoint": "benchmarks/baselines/checkpoints/bert-sst2-cpu-quick",
+                "subset": 512,
+                "compress_epochs": 1,
+                "finetune_epochs": 1,
+                "budgets": [0.5],
+                "methods": TEXT_METHODS,
+                **ADAMW,
+            },
         },
-        "subset": None,
-        "compress_epochs": 30,
-        "finetune_epochs": 30,
-        "lr": 0.02,
+    },
+    "full": {  # for a GPU: full training sets, 30 + 30 epochs
         "threads": None,
         "seeds": [0, 1, 2],
-        "budgets": [0.5, 0.3],
-        "methods": ["l1l2", "magnitude", "uniform", "torch-pruning"],
+        "models": {
+            "resnet20": {
+                "checkpoint": "benchmarks/baselines/checkpoints/resnet20-full",
+                "subset": None,
+                "compress_epochs": 30,
+                "finetune_epochs": 30,
+                "budgets": [0.5, 0.3],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
+            "resnet56": {
+                "checkpoint": "benchmarks/baselines/checkpoints/resnet56-full",
+                "subset": None,
+                "compress_epochs": 30,
+                "finetune_epochs": 30,
+                "budgets": [0.5, 0.3],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
+            "bert": {
+                "checkpoint": "benchmarks/baselines/checkpoints/bert-sst2-full",
+                "subset": None,
+                "compress_epochs": 3,
+                "finetune_epochs": 3,
+                "budgets": [0.5],
+                "methods": TEXT_METHODS,
+                **ADAMW,
+            },
+        },
     },
 }
 
@@ -116,174 +175,186 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--profile", default="cpu-quick", choices=sorted(PROFILES))
+    parser.add_argument("--models", nargs="*", help="run only these models of the profile")
     parser.add_argument("--seeds", type=int, nargs="*", help="override the profile's seeds")
-    parser.add_argument("--budgets", type=float, nargs="*", help="override the profile's FLOPs budgets")
-    parser.add_argument("--methods", nargs="*", help="override the profile's methods")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = parser.parse_args()
-    prof = dict(PROFILES[args.profile])
-    for key in ("seeds", "budgets", "methods"):
-        if getattr(args, key):
-            prof[key] = getattr(args, key)
+    prof = PROFILES[args.profile]
+    seeds = args.seeds or prof["seeds"]
     if prof["threads"]:
         torch.set_num_threads(prof["threads"])
+    for model_name, spec in prof["models"].items():
+        if args.models and model_name not in args.models:
+            continue
+        result = run_model(model_name, spec, seeds, args.data_dir)
+        result.update(profile=args.profile, seeds=seeds)
+        out_json = HERE / f"results-{args.profile}-{model_name}.json"
+        tmp = out_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(out_json)
+    write_markdown(args.profile)
 
+
+def run_model(model_name: str, spec: dict[str, Any], seeds: list[int], data_dir: str) -> dict[str, Any]:
     import netdiet
     from netdiet.data import DataSpec, build_data
     from netdiet.report import compare_latency
     from netdiet.train import TrainConfig, evaluate, fit_inplace, load_model
 
     t_all = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    models_for_latency: dict[str, torch.nn.Module] = {}
-    plain: dict[str, float] = {}
-    for model_name, ckpt in prof["models"].items():
-        dense, meta = load_model(ROOT / ckpt)
-        spec = dict(meta["data"])
-        spec.update(data_dir=args.data_dir, subset=prof["subset"])
-        data = build_data(DataSpec.from_json(spec))
-        example = next(iter(data.train)).inputs[0][:1]
-        total_epochs = prof["compress_epochs"] + prof["finetune_epochs"]
-        # plain fine-tuning of the dense model for compress_epochs: the reference for l1l2's overhead
-        t = time.perf_counter()
-        fit_inplace(
-            copy.deepcopy(dense),
-            data.train,
-            {},
-            TrainConfig(lr=prof["lr"], epochs=prof["compress_epochs"], progress=False, tensorboard=False),
+    ckpt = ROOT / spec["checkpoint"]
+    dense, meta = load_model(ckpt)
+    data_spec = dict(meta["data"])
+    data_spec.update(data_dir=data_dir, subset=spec["subset"])
+    tok = ckpt / meta["tokenizer"] if meta.get("tokenizer") else None
+    data = build_data(DataSpec.from_json(data_spec), tokenizer_path=tok)
+    report_split = "test" if data.input_kind == "image" else "dev"
+    example = tuple(t[:1] for t in next(iter(data.train)).inputs)
+    total_epochs = spec["compress_epochs"] + spec["finetune_epochs"]
+
+    def config(seed: int, epochs: int, kd: float = 0.0) -> TrainConfig:
+        return TrainConfig(
+            optimizer=spec["optimizer"],
+            lr=spec["lr"],
+            weight_decay=spec["weight_decay"],
+            seed=seed,
+            epochs=epochs,
+            kd_alpha=kd,
+            progress=False,
+            tensorboard=False,
         )
-        plain[model_name] = (time.perf_counter() - t) / prof["compress_epochs"]
-        dense_test = evaluate(dense, data.eval["test"])["accuracy"]
-        dense_flops = netdiet.measured_flops(dense, (example,))
-        models_for_latency[f"{model_name}/dense"] = dense
-        for budget in prof["budgets"]:
-            for method in prof["methods"]:
-                for seed in prof["seeds"]:
-                    torch.manual_seed(seed)
-                    cfg = TrainConfig(lr=prof["lr"], seed=seed, progress=False, tensorboard=False)
-                    t = time.perf_counter()
-                    if method == "torch-pruning":
-                        slim = torch_pruning_prune(dense, example, budget * dense_flops)
-                        prune_s = time.perf_counter() - t
-                        fit_inplace(
-                            slim,
-                            data.train,
-                            {},
-                            TrainConfig(
-                                lr=prof["lr"],
-                                seed=seed,
-                                epochs=total_epochs,
-                                kd_alpha=0.5,
-                                progress=False,
-                                tensorboard=False,
-                            ),
-                            teacher=dense,
-                        )
-                        compress_train_s = 0.0
-                    else:
-                        epochs = prof["compress_epochs"] if method == "l1l2" else 0
-                        finetune = prof["finetune_epochs"] if method == "l1l2" else total_epochs
-                        res = netdiet.compress(
-                            dense,
-                            data.train,
-                            netdiet.Budget(flops=budget),
-                            method=method,
-                            epochs=epochs,
-                            finetune_epochs=finetune,
-                            train_config=cfg,
-                            example_inputs=(example,),
-                            method_options={"lambda_lr": 0.2} if method == "l1l2" else None,
-                            latency_batches=(),
-                            progress=False,
-                        )
-                        slim, compress_train_s = res.model, res.report["compress_train_s"]
-                        prune_s = 0.0
-                    wall = time.perf_counter() - t
-                    slim.eval()
-                    flops = netdiet.measured_flops(slim, (example,))
-                    run = {
-                        "model": model_name,
-                        "budget": budget,
-                        "method": method,
-                        "seed": seed,
-                        "val_accuracy": evaluate(slim, data.eval["val"])["accuracy"],
-                        "test_accuracy": evaluate(slim, data.eval["test"])["accuracy"],
-                        "flops": flops,
-                        "flops_ratio": flops / dense_flops,
-                        "params": sum(p.numel() for p in slim.parameters()),
-                        "wall_s": wall,
-                        "compress_train_s": compress_train_s,
-                        "prune_s": prune_s,
-                        "compress_epoch_over_plain_epoch": (compress_train_s / prof["compress_epochs"])
-                        / plain[model_name]
-                        if method == "l1l2"
-                        else None,
-                        "dense_test_accuracy": dense_test,
-                        "dense_flops": dense_flops,
-                    }
-                    print(json.dumps(run), flush=True)
-                    runs.append(run)
-                    models_for_latency[f"{model_name}/{budget}/{method}/{seed}"] = slim
+
+    # plain fine-tuning of the dense model for compress_epochs: the reference for l1l2's overhead
+    t = time.perf_counter()
+    fit_inplace(copy.deepcopy(dense), data.train, {}, config(0, spec["compress_epochs"]))
+    plain_epoch_s = (time.perf_counter() - t) / spec["compress_epochs"]
+    dense_acc = evaluate(dense, data.eval[report_split])["accuracy"]
+    dense_flops = netdiet.measured_flops(dense, example)
+    runs: list[dict[str, Any]] = []
+    models: dict[str, torch.nn.Module] = {"dense": dense}
+    for budget in spec["budgets"]:
+        for method in spec["methods"]:
+            for seed in seeds:
+                torch.manual_seed(seed)
+                # the seed varies the order and augmentation of the training data (fine-tuning starts from
+                # the same weights, so without this every seed would give the same run)
+                data.train.seed = 1_000 + seed  # type: ignore[attr-defined]
+                t = time.perf_counter()
+                if method == "torch-pruning":
+                    slim = torch_pruning_prune(dense, example[0], budget * dense_flops)
+                    fit_inplace(slim, data.train, {}, config(seed, total_epochs, kd=0.5), teacher=dense)
+                    compress_train_s = 0.0
+                else:
+                    epochs = spec["compress_epochs"] if method == "l1l2" else 0
+                    finetune = spec["finetune_epochs"] if method == "l1l2" else total_epochs
+                    res = netdiet.compress(
+                        dense,
+                        data.train,
+                        netdiet.Budget(flops=budget),
+                        method=method,
+                        epochs=epochs,
+                        finetune_epochs=finetune,
+                        train_config=config(seed, 1),
+                        example_inputs=example,
+                        method_options={"lambda_lr": 0.2} if method == "l1l2" else None,
+                        latency_batches=(),
+                        progress=False,
+                    )
+                    slim, compress_train_s = res.model, res.report["compress_train_s"]
+                wall = time.perf_counter() - t
+                slim.eval()
+                flops = netdiet.measured_flops(slim, example)
+                run = {
+                    "model": model_name,
+                    "budget": budget,
+                    "method": method,
+                    "seed": seed,
+                    "val_accuracy": evaluate(slim, data.eval["val"])["accuracy"],
+                    "test_accuracy": evaluate(slim, data.eval[report_split])["accuracy"],
+                    "report_split": report_split,
+                    "flops": flops,
+                    "flops_ratio": flops / dense_flops,
+                    "params": sum(p.numel() for p in slim.parameters()),
+                    "wall_s": wall,
+                    "compress_train_s": compress_train_s,
+                    "compress_epoch_over_plain_epoch": (compress_train_s / spec["compress_epochs"])
+                    / plain_epoch_s
+                    if method == "l1l2"
+                    else None,
+                    "dense_test_accuracy": dense_acc,
+                    "dense_flops": dense_flops,
+                }
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+                models[f"{budget}/{method}/{seed}"] = slim
     latency: dict[str, dict[str, float]] = {}
     for batch in (1, 64):
-        x = example.expand(batch, *example.shape[1:]).contiguous()
-        lat = compare_latency(models_for_latency, (x,), rounds=3, repeats=15 if batch == 1 else 5)
+        x = tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in example)
+        lat = compare_latency(models, x, rounds=3, repeats=15 if batch == 1 else 5)
         for key, value in lat.items():
             latency.setdefault(key, {})[f"b{batch}"] = value.median_ms
     for run in runs:
-        key = f"{run['model']}/{run['budget']}/{run['method']}/{run['seed']}"
+        key = f"{run['budget']}/{run['method']}/{run['seed']}"
         run["latency_ms_b1"], run["latency_ms_b64"] = latency[key]["b1"], latency[key]["b64"]
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    machine = f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
-    result = {
-        "profile": args.profile,
-        "settings": prof,
+    return {
+        "model": model_name,
+        "settings": spec,
         "commit": commit,
-        "machine": machine,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
         "wall_time_s": time.perf_counter() - t_all,
-        "plain_epoch_s": plain,
-        "dense_latency_ms": {k.split("/")[0]: v for k, v in latency.items() if k.endswith("/dense")},
+        "plain_epoch_s": plain_epoch_s,
+        "example_shape": [list(t.shape) for t in example],
+        "dense_latency_ms": latency["dense"],
         "runs": runs,
     }
-    out_json = HERE / f"results-{args.profile}.json"
-    tmp = out_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out_json)
-    (HERE / f"RESULTS-{args.profile}.md").write_text(render(result))
-    print(render(result))
 
 
-def render(result: dict[str, Any]) -> str:
-    s = result["settings"]
+def write_markdown(profile: str) -> None:
+    results = [json.loads(p.read_text()) for p in sorted(HERE.glob(f"results-{profile}-*.json"))]
+    text = render(profile, results)
+    (HERE / f"RESULTS-{profile}.md").write_text(text)
+    print(text)
+
+
+def render(profile: str, results: list[dict[str, Any]]) -> str:
     lines = [
-        f"# Compression benchmark ({result['profile']})",
+        f"# Compression benchmark ({profile})",
         "",
-        f"`python benchmarks/compression/run_compression.py --profile {result['profile']}` at commit {result['commit']} "
-        f"on {result['machine']}; wall time {result['wall_time_s'] / 60:.1f} min. Every method starts from the same "
-        f"dense checkpoint and trains {s['compress_epochs'] + s['finetune_epochs']} epochs in total on "
-        f"{s['subset'] or 'all'} training images (l1l2: {s['compress_epochs']} gated + {s['finetune_epochs']} fine-tune; "
-        "others: all fine-tune), distillation from the dense model. Accuracy: CIFAR-10 test split, mean +- std over "
-        f"seeds {s['seeds']}. FLOPs: exact, per image, multiply-add = 2. Latency: PyTorch eager CPU, median, "
-        "all models interleaved in one process at the end of the run.",
+        f"Made by `python benchmarks/compression/run_compression.py --profile {profile}` (one model per process with "
+        "`--models NAME`; each model's JSON records its commit, machine and wall time). Every method starts from the "
+        "same dense checkpoint and trains the same total number of epochs on the same training subset (l1l2: gated "
+        "epochs + fine-tune epochs; the one-shot methods: all fine-tune), with distillation from the dense model. "
+        "Accuracy: CIFAR-10 test split or SST-2 dev, mean +- std over seeds. FLOPs: exact, per example "
+        "(multiply-add = 2). Latency: PyTorch eager, CPU, median; all of a model's exports measured interleaved in one "
+        "process at the end of its run. `gated/plain epoch`: wall time of one l1l2 epoch over one plain "
+        "fine-tuning epoch on the same data.",
         "",
-        "| model | FLOPs budget | method | test acc (%) | FLOPs ratio | MFLOPs | params (K) | latency b1 (ms) | latency b64 (ms) | wall (s) | gated epoch / plain epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    runs = result["runs"]
-    for model in sorted({r["model"] for r in runs}):
-        first = next(r for r in runs if r["model"] == model)
-        dl = result["dense_latency_ms"].get(model, {})
+    for res in results:
+        s = res["settings"]
+        lines += [
+            f"## {res['model']}",
+            "",
+            f"Commit {res['commit']}, {res['machine']}, wall time {res['wall_time_s'] / 60:.1f} min; "
+            f"{s['subset'] or 'all'} training examples, {s['compress_epochs']} + {s['finetune_epochs']} epochs, "
+            f"{s['optimizer']} lr {s['lr']}, seeds {res.get('seeds')}; example input {res.get('example_shape')}.",
+            "",
+            "| FLOPs budget | method | accuracy (%) | FLOPs ratio | MFLOPs | params (K) | latency b1 (ms) | latency b64 (ms) | wall (s) | gated/plain epoch |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        runs = res["runs"]
+        first = runs[0]
+        dl = res["dense_latency_ms"]
         lines.append(
-            f"| {model} | dense | - | {100 * first['dense_test_accuracy']:.2f} | 1.000 | {first['dense_flops'] / 1e6:.2f} | - "
-            f"| {dl.get('b1', float('nan')):.2f} | {dl.get('b64', float('nan')):.1f} | - | - |"
+            f"| dense | - | {100 * first['dense_test_accuracy']:.2f} | 1.000 | {first['dense_flops'] / 1e6:.2f} | - "
+            f"| {dl['b1']:.2f} | {dl['b64']:.1f} | - | - |"
         )
         for budget in sorted({r["budget"] for r in runs}, reverse=True):
             for method in dict.fromkeys(r["method"] for r in runs):
-                group = [
-                    r for r in runs if r["model"] == model and r["budget"] == budget and r["method"] == method
-                ]
+                group = [r for r in runs if r["budget"] == budget and r["method"] == method]
                 if not group:
                     continue
                 accs = [100 * r["test_accuracy"] for r in group]
@@ -298,10 +369,11 @@ def render(result: dict[str, Any]) -> str:
                     if r["compress_epoch_over_plain_epoch"]
                 ]
                 lines.append(
-                    f"| {model} | {budget} | {method} | {statistics.mean(accs):.2f} +- {sd:.2f} | {med('flops_ratio'):.3f} "
+                    f"| {budget} | {method} | {statistics.mean(accs):.2f} +- {sd:.2f} | {med('flops_ratio'):.3f} "
                     f"| {med('flops') / 1e6:.2f} | {med('params') / 1e3:.1f} | {med('latency_ms_b1'):.2f} | {med('latency_ms_b64'):.1f} "
                     f"| {med('wall_s'):.0f} | {f'{statistics.median(ratio):.2f}' if ratio else '-'} |"
                 )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
