@@ -21,6 +21,16 @@ def _same(x: TensorValue, shape: tuple[int, ...]) -> TensorValue:
     return TensorValue(shape, list(x.dims))
 
 
+def _normalized(w: Walker, node: fx.Node, x: TensorValue, stats: str) -> Any:
+    """A norm's output keeps the input's layout; extra outputs (mean, rstd) get frozen dims."""
+    meta = node.meta["val"]
+    if isinstance(meta, (tuple, list)):
+        out = _same(x, tuple(int(s) for s in meta[0].shape))
+        rest = [w.fresh([int(s) for s in m.shape], stats) for m in meta[1:]]
+        return (out, *rest)
+    return _same(x, w.out_shape())
+
+
 @rule(
     "aten.batch_norm",
     "aten._native_batch_norm_legit_no_training",
@@ -37,12 +47,7 @@ def batch_norm(w: Walker, node: fx.Node) -> Any:
         if t is not None and len(t.shape) == 1:
             w.unify(t.dims[0], x.dims[1])
     w.tag(x.dims[1], "bn")
-    meta = node.meta["val"]
-    if isinstance(meta, (tuple, list)):
-        out = _same(x, tuple(int(s) for s in meta[0].shape))
-        rest = [w.fresh([int(s) for s in m.shape], "batch-norm statistics") for m in meta[1:]]
-        return (out, *rest)
-    return _same(x, w.out_shape())
+    return _normalized(w, node, x, "batch-norm statistics")
 
 
 @rule("aten.layer_norm", "aten.native_layer_norm", "aten.rms_norm", "aten._fused_rms_norm")
@@ -65,12 +70,7 @@ def layer_norm(w: Walker, node: fx.Node) -> Any:
             if t is not None:
                 for a, b in zip(t.dims, x.dims[-len(normalized) :]):
                     w.unify(a, b)
-    meta = node.meta["val"]
-    if isinstance(meta, (tuple, list)):
-        out = _same(x, tuple(int(s) for s in meta[0].shape))
-        rest = [w.fresh([int(s) for s in m.shape], "norm statistics") for m in meta[1:]]
-        return (out, *rest)
-    return _same(x, w.out_shape())
+    return _normalized(w, node, x, "norm statistics")
 
 
 @rule("aten.group_norm", "aten.native_group_norm")
@@ -92,12 +92,7 @@ def group_norm(w: Walker, node: fx.Node) -> Any:
             w.unify(t.dims[0], x.dims[1])
     w.tag(x.dims[1], "bn")
     w.add_groups(w.module_path(), g_atom)
-    meta = node.meta["val"]
-    if isinstance(meta, (tuple, list)):
-        out = _same(x, tuple(int(s) for s in meta[0].shape))
-        rest = [w.fresh([int(s) for s in m.shape], "norm statistics") for m in meta[1:]]
-        return (out, *rest)
-    return _same(x, w.out_shape())
+    return _normalized(w, node, x, "norm statistics")
 
 
 POOLS = (
