@@ -56,6 +56,23 @@ def update_norm(module: Any, size: int) -> None:
             setattr(module, attr, int(size))
 
 
+HIDDEN_ATTRS = ("hidden_dim", "hidden_size", "embed_dim", "d_model")
+
+
+def update_hidden_size(model: nn.Module, old: int, new: int) -> None:
+    """Custom modules that keep the residual-stream width as an attribute (torchvision's ViT reshapes
+    with `self.hidden_dim`). Only attributes that held the old width change; the export check catches
+    any that meant something else."""
+    if old == new:
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding)):
+            continue
+        for attr in HIDDEN_ATTRS:
+            if getattr(module, attr, None) == old and isinstance(getattr(module, attr), int):
+                setattr(module, attr, int(new))
+
+
 def update_attention(module: Any, q_heads: int, kv_heads: int, head_dim: int) -> None:
     """Head-count attributes of attention modules (torch, HF BERT/ViT/GPT-2/Llama and look-alikes)."""
     if isinstance(module, nn.MultiheadAttention):

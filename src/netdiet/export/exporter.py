@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from netdiet import __version__
-from netdiet.export.adapters import update_attention, update_hf_config, update_module, update_norm
+from netdiet.export.adapters import (
+    update_attention,
+    update_hf_config,
+    update_hidden_size,
+    update_module,
+    update_norm,
+)
 from netdiet.export.masked_norm import MaskedLastDimNorm
 from netdiet.export.slicing import copy_model, slice_tensors, zero_dropped
 from netdiet.export.verify import verify
@@ -48,6 +54,9 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
         heads.add(q)
         kv_heads.add(kv)
         update_attention(_submodule(model, path), q, kv, att.head_dim)
+    hidden = [g for g in space.groups if g.kind == "hidden"]
+    if len(hidden) == 1 and getattr(model, "config", None) is None:
+        update_hidden_size(model, hidden[0].size, int(counts.get(hidden[0].atom, hidden[0].size)))
     update_hf_config(model, _uniform_facts(space, counts, heads, kv_heads))
     setattr(model, RECIPE_ATTR, make_recipe(space, valid))
     return model
