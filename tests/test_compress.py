@@ -49,3 +49,37 @@ def test_compress_refuses_unknown_method_and_bad_epochs(digits) -> None:
         netdiet.compress(model, digits.train, "flops=0.5", method="nope")
     with pytest.raises(ConfigError, match=">= 0"):
         netdiet.compress(model, digits.train, "flops=0.5", epochs=-1)
+
+
+def test_compress_accepts_a_plain_torch_dataloader() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 16, 16)
+    y = torch.randint(0, 4, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=True)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 4),
+    )
+    result = netdiet.compress(
+        model,
+        loader,
+        "flops=0.5",
+        epochs=1,
+        finetune_epochs=1,
+        eval_data=loader,
+        train_config=TrainConfig(lr=0.01, progress=False),
+        latency_batches=(),
+    )
+    assert result.report["compressed"]["flops"] <= 0.5 * result.report["dense"]["flops"]
+    assert 0.0 <= result.report["compressed"]["accuracy"] <= 1.0
+
+
+def test_compress_rejects_unreadable_batches() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ConfigError, match="cannot read a training batch"):
+        netdiet.compress(model, [torch.randn(2, 4)], "flops=0.5")

@@ -21,6 +21,7 @@ from torch import nn
 
 from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
+from netdiet.data.adapt import as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget
@@ -67,13 +68,13 @@ def _first_inputs(loader: Loader) -> tuple[torch.Tensor, ...]:
 
 def compress(
     model: nn.Module,
-    train_data: Loader,
+    train_data: Loader | Any,
     budget: Budget | str,
     *,
     method: str = "l1l2",
     epochs: int = 1,
     finetune_epochs: int = 1,
-    eval_data: Loader | None = None,
+    eval_data: Loader | Any | None = None,
     eval_fn: Callable[[nn.Module], float] | None = None,
     example_inputs: Any = None,
     train_config: TrainConfig | None = None,
@@ -92,6 +93,9 @@ def compress(
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")
     t_start = time.perf_counter()
+    train_data = as_loader(train_data)
+    if eval_data is not None:
+        eval_data = as_loader(eval_data)
     inputs = example_inputs if example_inputs is not None else _first_inputs(train_data)
     comp = Compressor(model, inputs, budget, method, exclude=exclude, **(method_options or {}))
     base = train_config or TrainConfig(progress=progress)
