@@ -64,7 +64,7 @@ class UnitScale(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         for s in self.scales:
-            g = self._gates.groups[s.gate]
+            g = self._gates.groups[s.gate].to(weight.device)  # gates may live on CPU; grads flow back
             idx = s.index.to(weight.device)
             factor = torch.where(idx >= 0, g[idx.clamp(min=0)], torch.ones((), device=weight.device))
             shape = [1] * weight.dim()
@@ -89,7 +89,7 @@ class LowRank(nn.Module):
         return [self.shape[d] for d in order]
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b = self._gates.ranks[self.rank_index]
+        b = self._gates.ranks[self.rank_index].to(u.device)
         w2d = (u * b) @ v
         moved = w2d.reshape(self._moved_shape())
         return moved.movedim(0, self.out_dim)
