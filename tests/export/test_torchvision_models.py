@@ -39,10 +39,6 @@ def test_torchvision_slow(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: ConvNeXt's LayerNorm2d normalises channels after a permute; the masked reference "
-    "(MaskedLastDimNorm) assumes the module's input is channels-last and fails to run",
-)
 def test_torchvision_convnext_tiny() -> None:
+    """LayerNorm2d normalises channels after a permute: the masked reference must find the input dim."""
     _run("convnext_tiny")

@@ -117,8 +117,18 @@ def mask_model(space: Space, keep: Mapping[str, Any], *, source: nn.Module | Non
         }
         slice_tensors(inner, local, {})
         update_norm(inner, idx.numel())
-        _set_submodule(masked, path, MaskedLastDimNorm(inner, idx, size))
+        _set_submodule(masked, path, MaskedLastDimNorm(inner, idx, size, _normalized_input_dim(space, rec)))
     return masked
+
+
+def _normalized_input_dim(space: Space, rec: Any) -> int:
+    """Which dimension of the norm module's input is normalised (the last, unless the module permutes)."""
+    if not rec.input_dims:
+        return -1
+    table = space.analysis.table
+    target = table.resolve(rec.layout)
+    matches = [i for i, d in enumerate(rec.input_dims) if table.resolve(d) == target]
+    return matches[0] if len(matches) == 1 else -1
 
 
 def _on_meta(model: nn.Module) -> bool:

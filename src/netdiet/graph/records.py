@@ -67,10 +67,15 @@ class AttentionRecord:
 
 @dataclass
 class NormRecord:
-    """A normalisation over the last dimension (LayerNorm, RMSNorm): its statistics span the units kept."""
+    """A normalisation over one feature dimension (LayerNorm, RMSNorm): its statistics span the units kept.
+
+    `input_dims` are the layouts of the module's input tensor, so the masked reference can find which
+    input dimension is normalised even when the module permutes first (ConvNeXt's LayerNorm2d).
+    """
 
     module_path: str
     layout: Layout
+    input_dims: list[Layout] | None = None
 
 
 @dataclass

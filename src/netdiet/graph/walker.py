@@ -68,6 +68,7 @@ class Walker:
         self.attentions: dict[str, AttentionRecord] = {}
         self.norms: dict[str, NormRecord] = {}
         self.roles: dict[tuple[str, int], str] = {}
+        self.scope_inputs: dict[str, TensorValue] = {}
         self.opaque: list[tuple[fx.Node, str, list[Layout]]] = []
         self.node: fx.Node | None = None
         self._exclude_paths = _exclusion_paths(model, exclude)
@@ -149,7 +150,25 @@ class Walker:
         self.attentions[path] = AttentionRecord(path, q_heads, kv_heads, head_dim)
 
     def add_norm(self, path: str, layout: Layout) -> None:
-        self.norms[path] = NormRecord(path, layout)
+        value = self.scope_inputs.get(path)
+        self.norms[path] = NormRecord(path, layout, list(value.dims) if value is not None else None)
+
+    def _note_scope_inputs(self, node: fx.Node) -> None:
+        """Remember, per module scope, the first tensor that enters it from outside (its input)."""
+        paths = [p for p, _ in self.module_stack(node)]
+        for path in paths:
+            if path in self.scope_inputs:
+                continue
+            for arg in node.args:
+                if not isinstance(arg, fx.Node):
+                    continue
+                value = self.tensor(arg)
+                if value is None or value.param is not None:
+                    continue
+                inside = arg.op == "call_function" and path in [p for p, _ in self.module_stack(arg)]
+                if not inside:
+                    self.scope_inputs[path] = value
+                    break
 
     def norm_scope(self) -> str | None:
         """The innermost enclosing module that is a last-dim normaliser (RMSNorm-like), if any."""
@@ -217,6 +236,7 @@ class Walker:
                 self.values[node] = None
                 continue
             self.node = node
+            self._note_scope_inputs(node)
             self.values[node] = self._apply(node)
         self.node = None
         aliases = _param_aliases(self.model)
