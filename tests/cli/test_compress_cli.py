@@ -11,6 +11,14 @@ import torch
 import netdiet
 from netdiet.cli.main import main
 
+try:
+    import onnxruntime  # noqa: F401
+    import onnxscript  # noqa: F401
+
+    HAVE_ORT = True
+except ImportError:
+    HAVE_ORT = False
+
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -54,11 +62,15 @@ def test_compress_cli_writes_model_report_and_loads_back(dense_run: Path, tmp_pa
         "--out",
         str(out),
         "--no-progress",
+        *(["--onnx"] if HAVE_ORT else []),
     ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert 0.49 <= report["compressed"]["flops"] / report["dense"]["flops"] <= 0.5
     assert "test_accuracy" in report["compressed"]
+    if HAVE_ORT:
+        assert (out / "model.onnx").is_file() and report["compressed"]["onnxruntime_ms_b1"] > 0
+        assert not (out / "dense.onnx").exists()
     base = json.loads((out / "base.json").read_text())
     slim = netdiet.load(out, netdiet.zoo.build(base["model"], **base["model_config"]))
     x = torch.randn(2, 3, 16, 16)

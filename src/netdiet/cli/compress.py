@@ -60,6 +60,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-lowrank", action="store_true", help="l1l2 without singular-value gates")
     p.add_argument("--distill", type=float, default=0.5, help="distillation weight in fine-tuning (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--onnx", action="store_true", help="also write model.onnx (fp32) and measure ONNX Runtime latency"
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run)
@@ -115,6 +118,17 @@ def run(args: argparse.Namespace) -> int:
     report["base_run"] = str(run_dir)
     out = Path(args.out)
     save(result.model, out)
+    if args.onnx:
+        from netdiet.export.onnx import onnx_latency, to_onnx
+
+        example = tuple(t[:1] for t in next(iter(bundle.train)).inputs)
+        onnx_path = to_onnx(result.model, example, out / "model.onnx")
+        dense_path = to_onnx(model, example, out / "dense.onnx")
+        for b in (1, 64):
+            x = tuple(t.expand(b, *t.shape[1:]).contiguous() for t in example)
+            report["dense"][f"onnxruntime_ms_b{b}"] = onnx_latency(dense_path, x)
+            report["compressed"][f"onnxruntime_ms_b{b}"] = onnx_latency(onnx_path, x)
+        dense_path.unlink()
     atomic_write_json(out / "base.json", {"model": meta["model"], "model_config": meta["model_config"]})
     atomic_write_json(out / "report.json", report)
     print(json.dumps({k: report[k] for k in ("budget", "dense", "compressed")}, indent=1))
