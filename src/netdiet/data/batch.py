@@ -56,3 +56,29 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffle order of one epoch; the same on every rank and after a resume."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+class EpochBatches:
+    """The epoch bookkeeping both in-memory loaders share: epoch selection, batch count, shuffle order.
+
+    Subclasses set num_examples, batch_size, shuffle, drop_last, seed and epoch.
+    """
+
+    num_examples: int
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle order (and augmentation randomness) of `epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = self.num_examples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch_order(self) -> torch.Tensor:
+        n = self.num_examples
+        return epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)

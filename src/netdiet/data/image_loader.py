@@ -14,10 +14,10 @@ import torch
 
 from netdiet.data.arrays import ImageArrays
 from netdiet.data.augment import AugmentConfig, random_crop_flip, to_float_normalized
-from netdiet.data.batch import Batch, epoch_permutation, shard_bounds
+from netdiet.data.batch import Batch, EpochBatches, shard_bounds
 
 
-class ImageLoader:
+class ImageLoader(EpochBatches):
     """Iterates (B, C, H, W) float batches; `batch_size` is the global batch across all ranks."""
 
     def __init__(
@@ -50,17 +50,8 @@ class ImageLoader:
         self.num_examples = len(data)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle order and augmentation randomness of `epoch`."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.num_examples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
     def __iter__(self) -> Iterator[Batch]:
-        n = self.num_examples
-        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)
+        order = self.epoch_order()
         gen = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch + 1)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from netdiet.data.batch import Batch, epoch_permutation, shard_bounds
+from netdiet.data.batch import Batch, EpochBatches, shard_bounds
 from netdiet.data.glue import TextExamples
 from netdiet.data.tokenizer import PAD_ID
 
 
-class TextLoader:
+class TextLoader(EpochBatches):
     """Yields Batch((input_ids, attention_mask, token_type_ids), labels); `batch_size` is global."""
 
     def __init__(
@@ -42,17 +42,8 @@ class TextLoader:
         self.num_examples = len(examples)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffle order of `epoch`."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.num_examples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
     def __iter__(self) -> Iterator[Batch]:
-        n = self.num_examples
-        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else torch.arange(n)
+        order = self.epoch_order()
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
             lo, hi = shard_bounds(len(idx), self.rank, self.world_size)

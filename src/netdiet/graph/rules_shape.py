@@ -83,41 +83,37 @@ def movedim(w: Walker, node: fx.Node) -> Any:
     return TensorValue(tuple(x.shape[i] for i in order), [x.dims[i] for i in order])
 
 
-@rule("aten.expand", "aten.expand_as", "aten.broadcast_to")
-def expand(w: Walker, node: fx.Node) -> Any:
-    """Size-1 dims grown by expand get new atoms; they are frozen (e.g. GQA's query heads per kv head)."""
-    x = _input(w, node)
-    shape = w.out_shape()
+def _grown(
+    w: Walker, x: TensorValue, shape: tuple[int, ...], reason: str, freeze_source: bool
+) -> TensorValue:
+    """Dims whose size is unchanged keep their layout; grown dims get new atoms frozen for `reason`."""
     offset = len(shape) - len(x.shape)
     dims: list[Layout] = []
     for k, size in enumerate(shape):
         i = k - offset
         if i >= 0 and x.shape[i] == size:
             dims.append(x.dims[i])
-        else:
-            grown = w.table.new(size, frozen=f"broadcast by {w.where()} (a repeat count fixed in code)")
-            w.tag(grown, "repeat")
-            dims.append(grown)
+            continue
+        if freeze_source and i >= 0:
+            w.freeze(x.dims[i], "repeated")
+        grown = w.table.new(size, frozen=f"{reason} {w.where()}")
+        w.tag(grown, "repeat")
+        dims.append(grown)
     return TensorValue(shape, dims)
+
+
+@rule("aten.expand", "aten.expand_as", "aten.broadcast_to")
+def expand(w: Walker, node: fx.Node) -> Any:
+    """Size-1 dims grown by expand get new atoms; they are frozen (e.g. GQA's query heads per kv head)."""
+    return _grown(w, _input(w, node), w.out_shape(), "broadcast (a repeat count fixed in code) by", False)
 
 
 @rule("aten.repeat", "aten.tile", "aten.repeat_interleave")
 def repeat(w: Walker, node: fx.Node) -> Any:
     x = w.tensor(node.args[0])
-    shape = w.out_shape()
     if x is None:
-        return w.fresh(shape, f"created by {w.where()}")
-    offset = len(shape) - len(x.shape)
-    dims: list[Layout] = []
-    for k, size in enumerate(shape):
-        i = k - offset
-        if i >= 0 and x.shape[i] == size:
-            dims.append(x.dims[i])
-        else:
-            if i >= 0:
-                w.freeze(x.dims[i], "repeated")
-            dims.append(w.table.new(size, frozen=f"repeated by {w.where()}"))
-    return TensorValue(shape, dims)
+        return w.fresh(w.out_shape(), f"created by {w.where()}")
+    return _grown(w, x, w.out_shape(), "repeated by", True)
 
 
 @rule("aten.slice", "aten.narrow")

@@ -54,6 +54,13 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write the figure to a temporary file and rename it, so a crash never leaves a half-written PNG."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+
+
 def plot_widths(run: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -72,7 +79,7 @@ def plot_widths(run: dict[str, Any], path: Path) -> None:
     ax.set_title(f"kept units per group ({run.get('method', '')})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -101,7 +108,7 @@ def plot_accuracy_flops(runs: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
     plt.close(fig)
 
 
