@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-NAMES = ("resnet20", "resnet56", "bert-sst2")
+NAMES = ("resnet20", "resnet56", "bert-sst2", "mobilenetv2")
 TRAINING_CODE = (
     "src/netdiet/zoo",
     "src/netdiet/data",
@@ -32,7 +32,7 @@ TRAINING_CODE = (
     "src/netdiet/cli/train.py",
     "benchmarks/baselines/profiles",
 )
-REPORTED_SPLIT = {"resnet20": "test", "resnet56": "test", "bert-sst2": "dev"}
+REPORTED_SPLIT = {"resnet20": "test", "resnet56": "test", "bert-sst2": "dev", "mobilenetv2": "test"}
 
 
 def git_commit() -> str:
