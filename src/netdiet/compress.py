@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,12 +22,14 @@ from torch import nn
 
 from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.data.adapt import as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget
 from netdiet.methods.l1l2 import L1L2
-from netdiet.report import compare_latency
+from netdiet.profiling import prepare_latency_table
+from netdiet.report import compare_latency, measure_model_ms
 from netdiet.space import analyze
 from netdiet.train import TrainConfig, evaluate, fit_inplace
 
@@ -82,6 +85,10 @@ def compress(
     exclude: Sequence[Any] = (),
     distill: float = 0.5,
     latency_batches: Sequence[int] = (1,),
+    latency_table: LatencyTable | str | Path | None = None,
+    latency_backend: str | None = None,
+    latency_batch: int = 1,
+    force_table: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
     """Compress `model` (not modified) to `budget` with `method`; see the module docstring for the steps.
@@ -89,6 +96,11 @@ def compress(
     `eval_data` (a held-out split, never the test split used for reporting) or `eval_fn(model) -> metric`
     measures accuracy. `train_config` sets the optimizer and schedule of both phases (its `epochs` is
     replaced by `epochs` and `finetune_epochs`).
+
+    A latency budget (`latency=0.6`, `latency_ms=2.0`) is priced by `latency_table` (a LatencyTable or
+    a JSON path; completed and calibrated for this model if needed, and written back to the path). Without
+    one, the model is profiled now on `latency_backend` (default onnxruntime where installed) at
+    `latency_batch`. The report then holds predicted and measured latency of both models on that backend.
     """
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")
@@ -97,7 +109,28 @@ def compress(
     if eval_data is not None:
         eval_data = as_loader(eval_data)
     inputs = example_inputs if example_inputs is not None else _first_inputs(train_data)
-    comp = Compressor(model, inputs, budget, method, exclude=exclude, **(method_options or {}))
+    if isinstance(budget, str):
+        budget = Budget.parse(budget)
+    table: LatencyTable | None = None
+    if budget.needs_latency or latency_table is not None:
+        table = prepare_latency_table(
+            analyze(model, inputs, exclude=exclude),
+            latency_table,
+            backend=latency_backend,
+            batch=latency_batch,
+            force=force_table,
+            progress=progress,
+        )
+    comp = Compressor(
+        model,
+        inputs,
+        budget,
+        method,
+        exclude=exclude,
+        latency_table=table,
+        force_table=True,  # checked (or forced by the caller) just above
+        **(method_options or {}),
+    )
     base = train_config or TrainConfig(progress=progress)
     history: list[dict[str, Any]] = []
     t_train = time.perf_counter()
@@ -143,9 +176,54 @@ def compress(
         "finetune_s": finetune_s,
         "total_s": time.perf_counter() - t_start,
     }
+    if comp.latency is not None:
+        report["latency"] = latency_section(
+            comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
+        )
     for b in latency_batches:
         batch_inputs = tuple(t[:1].expand(b, *t.shape[1:]).contiguous() for t in inputs)
         lat = compare_latency({"dense": model, "compressed": slim}, batch_inputs, repeats=20)
         report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
         report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
     return CompressionResult(slim, exported.recipe, report, exported, history)
+
+
+def latency_section(
+    latency: LatencyModel,
+    dense_cost: dict[str, float],
+    compressed_cost: dict[str, float],
+    dense: nn.Module,
+    slim: nn.Module,
+    inputs: Any,
+) -> dict[str, Any]:
+    """Predicted and measured latency of both models on the table's backend (interleaved, best of two
+    medians each), and how much of the predicted reduction was measured."""
+    env = latency.table.env
+    measured: dict[str, float] = {}
+    for _ in range(2):
+        for name, m in (("dense", dense), ("compressed", slim)):
+            ms = measure_model_ms(
+                m,
+                inputs,
+                latency.table.backend,
+                batch=latency.batch,
+                threads=int(env["threads"]),
+                dtype=env["dtype"],
+            )
+            measured[name] = min(ms, measured.get(name, float("inf")))
+    predicted_ratio = compressed_cost["latency_ms"] / dense_cost["latency_ms"]
+    measured_ratio = measured["compressed"] / measured["dense"]
+    return {
+        "backend": latency.table.backend,
+        "batch": latency.batch,
+        "threads": int(env["threads"]),
+        "device": env["device"],
+        "calibrated": latency.calibrated,
+        "predicted_dense_ms": dense_cost["latency_ms"],
+        "predicted_ms": compressed_cost["latency_ms"],
+        "predicted_ratio": predicted_ratio,
+        "measured_dense_ms": measured["dense"],
+        "measured_ms": measured["compressed"],
+        "measured_ratio": measured_ratio,
+        "measured_over_predicted_reduction": (1 - measured_ratio) / max(1 - predicted_ratio, 1e-9),
+    }

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.errors import ConfigError
 from netdiet.export import RECIPE_ATTR, export_model
 from netdiet.export.lowrank import factorize, pays
@@ -34,6 +37,7 @@ from netdiet.methods import Budget, Method
 from netdiet.methods.l1l2 import L1L2
 from netdiet.methods.readoff import Setting
 from netdiet.methods.registry import make_method
+from netdiet.profiling import check_table_here
 from netdiet.space import analyze
 
 
@@ -69,15 +73,32 @@ class Compressor:
         method: str = "l1l2",
         *,
         exclude: Sequence[Any] = (),
+        latency_table: LatencyTable | str | Path | None = None,
+        force_table: bool = False,
         **config: Any,
     ) -> None:
+        """`latency_table` (a LatencyTable or a JSON path from `netdiet profile`) prices a latency budget;
+        a table measured on another device or runtime is refused unless `force_table`."""
         if isinstance(budget, str):
             budget = Budget.parse(budget)
         if not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a netdiet.Budget or a string like 'flops=0.5', got {budget!r}")
         self.budget = budget
         self.space = analyze(model, example_inputs, exclude=exclude)
-        self.method: Method = make_method(method, model, self.space, budget, **config)
+        self.latency: LatencyModel | None = None
+        if latency_table is not None:
+            table = (
+                latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.load(latency_table)
+            )
+            check_table_here(table, force=force_table)
+            self.latency = LatencyModel(self.space, table)
+            if not self.latency.calibrated:
+                warnings.warn(
+                    "the latency table is not calibrated for this model: predictions omit the per-model "
+                    "overhead (run `netdiet profile` on this model, or netdiet.compress, which calibrates)",
+                    stacklevel=2,
+                )
+        self.method: Method = make_method(method, model, self.space, budget, latency=self.latency, **config)
 
     @property
     def model(self) -> nn.Module:
@@ -106,8 +127,9 @@ class Compressor:
         slim = export_model(self.space, setting.keep, verify=verify, source=source)
         factorized = self._factorize(slim, setting)
         counts, ranks = setting.counts()
-        final = cost(self.space, counts, ranks=ranks, per_layer=False)
-        metrics = ("flops", "params", "weight_bytes", "bops")
+        final = cost(self.space, counts, ranks=ranks, per_layer=False, latency=self.latency)
+        dense = cost(self.space, per_layer=False, latency=self.latency)
+        metrics = ["flops", "params", "weight_bytes", "bops"] + (["latency_ms"] if self.latency else [])
         recipe = dict(getattr(slim, RECIPE_ATTR))
         recipe["ranks"] = factorized
         recipe["method"] = method.name
@@ -117,7 +139,7 @@ class Compressor:
             model=slim,
             setting=setting,
             factorized=factorized,
-            dense_cost={m: float(getattr(cost(self.space, per_layer=False), m)) for m in metrics},
+            dense_cost={m: float(getattr(dense, m)) for m in metrics},
             cost={m: float(getattr(final, m)) for m in metrics},
             budget={method.metric: method.target},
             recipe=recipe,

@@ -35,3 +35,7 @@ class RecipeError(NetdietError, ValueError):
 
 class ConfigError(NetdietError, ValueError):
     """An argument or option is invalid (unknown module path in `exclude`, bad ratio, ...)."""
+
+
+class LatencyTableError(NetdietError, ValueError):
+    """A latency table is unreadable, corrupt, or was measured on another device, runtime or batch."""

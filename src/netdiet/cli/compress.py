@@ -24,7 +24,7 @@ from netdiet.train.atomic import atomic_write_json
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "compress",
-        help="compress a trained model to a budget (FLOPs, params, bytes, BOPs)",
+        help="compress a trained model to a budget (FLOPs, params, bytes, BOPs, measured latency)",
         description=(
             "Compress the dense model of a `netdiet train` run directory to a budget in one training run "
             "(l1l2), or with a one-shot baseline (uniform, magnitude), then fine-tune it with distillation "
@@ -36,8 +36,25 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--model", help="zoo model name; checked against the run directory if given")
     p.add_argument(
-        "--budget", required=True, help="METRIC=VALUE: flops=0.5 (half of dense) or flops=40M (absolute)"
+        "--budget",
+        required=True,
+        help="METRIC=VALUE: flops=0.5 (half of dense), flops=40M (absolute), latency=0.6 (60%% of the dense "
+        "model's measured latency), latency_ms=2.5",
     )
+    p.add_argument(
+        "--latency-table",
+        help="latency table from `netdiet profile` (completed and calibrated for this model if needed); "
+        "without it a latency budget profiles now and writes OUT/latency_table.json",
+    )
+    p.add_argument(
+        "--latency-backend",
+        choices=["onnxruntime", "torch", "cuda", "synthetic"],
+        help="backend to profile on when no table is given (default onnxruntime if installed)",
+    )
+    p.add_argument(
+        "--latency-batch", type=int, default=1, help="batch size the latency budget is for (default 1)"
+    )
+    p.add_argument("--force-table", action="store_true", help="use a latency table measured elsewhere")
     p.add_argument(
         "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
     )
@@ -70,6 +87,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget)
+    if args.latency_batch < 1:
+        raise NetdietError("--latency-batch must be >= 1")
     if args.epochs < 0 or args.finetune_epochs < 0:
         raise NetdietError("--epochs and --finetune-epochs must be >= 0")
     run_dir = Path(args.checkpoint)
@@ -97,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
     )
     options = {"lambda_lr": args.lambda_lr, "lowrank": not args.no_lowrank} if args.method == "l1l2" else {}
     val = bundle.eval.get("val")
+    out = Path(args.out)
+    table_path = None
+    if args.latency_table:
+        table_path = Path(args.latency_table)
+    elif budget.needs_latency:
+        table_path = out / "latency_table.json"
     result = compress(
         model,
         bundle.train,
@@ -108,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         train_config=cfg,
         method_options=options,
         distill=args.distill,
+        latency_table=table_path,
+        latency_backend=args.latency_backend,
+        latency_batch=args.latency_batch,
+        force_table=args.force_table,
         progress=not args.no_progress,
     )
     report = result.report
@@ -116,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
         report["dense"][f"{split}_accuracy"] = evaluate(model, bundle.eval[split])["accuracy"]
         report["compressed"][f"{split}_accuracy"] = evaluate(result.model, bundle.eval[split])["accuracy"]
     report["base_run"] = str(run_dir)
-    out = Path(args.out)
     save(result.model, out)
     if args.onnx:
         from netdiet.export.onnx import onnx_latency, to_onnx
@@ -131,5 +159,6 @@ def run(args: argparse.Namespace) -> int:
         dense_path.unlink()
     atomic_write_json(out / "base.json", {"model": meta["model"], "model_config": meta["model_config"]})
     atomic_write_json(out / "report.json", report)
-    print(json.dumps({k: report[k] for k in ("budget", "dense", "compressed")}, indent=1))
+    keys = ("budget", "dense", "compressed", "latency")
+    print(json.dumps({k: report[k] for k in keys if k in report}, indent=1))
     return 0

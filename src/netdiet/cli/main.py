@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from netdiet.errors import NetdietError
 
-COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate", "compress", "report", "demo")
+COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate", "profile", "compress", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

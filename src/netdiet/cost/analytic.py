@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from netdiet.cost.latency.model import LatencyModel
 from netdiet.space import Space
 
 
@@ -46,6 +47,7 @@ class CostReport:
     weight_bytes: Any
     bops: Any
     layers: list[LayerCost] = field(default_factory=list)
+    latency_ms: Any = None  # predicted by a LatencyModel, when one is given
 
     def to_dict(self) -> dict:
         return {
@@ -53,15 +55,16 @@ class CostReport:
             "params": _num(self.params),
             "weight_bytes": _num(self.weight_bytes),
             "bops": _num(self.bops),
+            **({"latency_ms": _num(self.latency_ms)} if self.latency_ms is not None else {}),
             "convention": "FLOPs: multiply-add = 2; conv/linear/matmul/attention products only",
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
     def ratio_to(self, other: CostReport) -> dict[str, float]:
-        return {
-            k: float(_num(getattr(self, k))) / max(float(_num(getattr(other, k))), 1e-12)
-            for k in ("flops", "params", "weight_bytes", "bops")
-        }
+        keys = ["flops", "params", "weight_bytes", "bops"]
+        if self.latency_ms is not None and other.latency_ms is not None:
+            keys.append("latency_ms")
+        return {k: float(_num(getattr(self, k))) / max(float(_num(getattr(other, k))), 1e-12) for k in keys}
 
 
 def _num(v: Any) -> Any:
@@ -78,6 +81,7 @@ def cost(
     act_bits: Mapping[str, int] | None = None,
     ranks: Mapping[str, Any] | None = None,
     per_layer: bool = True,
+    latency: LatencyModel | None = None,
 ) -> CostReport:
     """Cost of `keep` (indices, or per-group counts which may be relaxed floats/tensors) on `space`.
 
@@ -85,6 +89,8 @@ def cost(
     to activation bits for BOPs (default 32). `ranks` maps weight names to a rank r (int, float or
     tensor): the layer is costed as the cheaper of dense and factorized, W[out, rest] = U[out, r] V[r, rest],
     because a factorization is only exported where it lowers the cost.
+    `latency`: a LatencyModel of this space; the report then carries its predicted `latency_ms` (the
+    latency tables time dense layers, so `ranks` do not change it).
     """
     if keep is not None and any(not _is_count(v) for v in keep.values()):
         keep = space.validate(keep)
@@ -132,7 +138,8 @@ def cost(
             )
             entry.params = entry.params + n
             entry.weight_bytes = entry.weight_bytes + nbytes
-    return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()))
+    latency_ms = latency.predict(counts) if latency is not None else None
+    return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()), latency_ms)
 
 
 def _rank_factor(space: Space, weight: str, counts: Mapping[int, Any], rank: Any) -> Any:

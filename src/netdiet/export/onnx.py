@@ -6,8 +6,12 @@ dynamic batch dimension, and writes to a temporary file that is renamed only onc
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,22 @@ def _outputs(out: Any) -> list[torch.Tensor]:
     return []
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs a warning per missing optional library (torchvision ops) and pytree
+    deprecations on every call; they say nothing about the user's model."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def to_onnx(
     model: nn.Module,
     example_inputs: Any,
@@ -68,7 +88,7 @@ def to_onnx(
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
     os.close(fd)
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
                 model,
                 tuple(args),

@@ -48,6 +48,34 @@ class CostTerm:
 
 
 @dataclass
+class LayerShape:
+    """The static shape of one conv or linear call: what a latency table needs to time it in isolation.
+
+    Channel counts are layouts (they shrink with the keep-setting); everything else is fixed by the model
+    and the example input (kernel, stride, padding, dilation, input spatial size, tokens per example).
+    `groups` is the dense group count; `depthwise` marks groups == input channels with one input channel
+    per group, where the channel count is a single axis (input = output = groups).
+    """
+
+    layer: str
+    op: str  # "conv" or "linear"
+    weight: str | None
+    in_layout: Layout
+    out_layout: Layout
+    in_channels: int
+    out_channels: int
+    groups: int = 1
+    depthwise: bool = False
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
+    dilation: tuple[int, ...] = ()
+    in_spatial: tuple[int, ...] = ()
+    tokens: int = 1  # linear: positions per example that share the weight (sequence length)
+    transposed: bool = False
+
+
+@dataclass
 class GroupsRecord:
     """A module's `groups` count (grouped conv, GroupNorm) as a layout, so export can recompute it."""
 
@@ -90,4 +118,5 @@ class GraphAnalysis:
     norms: dict[str, NormRecord]
     input_spec: list[dict]
     param_aliases: dict[str, list[str]] = field(default_factory=dict)
+    layer_shapes: list[LayerShape] = field(default_factory=list)
     roles: dict[tuple[str, int], str] = field(default_factory=dict)

@@ -7,7 +7,7 @@ from typing import Any
 from torch import fx
 
 from netdiet.graph.layout import Layout, Prod
-from netdiet.graph.records import TensorValue
+from netdiet.graph.records import LayerShape, TensorValue
 from netdiet.graph.walker import Walker, op_name, rule
 
 
@@ -31,6 +31,21 @@ def linear(w: Walker, node: fx.Node) -> Any:
     w.role(weight, 1, "in")
     lead = list(x.dims[:-1])
     w.add_cost("linear", lead + [weight.dims[1], weight.dims[0]], weight=weight.param)
+    tokens = 1
+    for s in x.shape[1:-1]:
+        tokens *= int(s)
+    w.add_layer_shape(
+        LayerShape(
+            layer=w.module_path() or "<top>",
+            op="linear",
+            weight=weight.param,
+            in_layout=weight.dims[1],
+            out_layout=weight.dims[0],
+            in_channels=int(weight.shape[1]),
+            out_channels=int(weight.shape[0]),
+            tokens=tokens,
+        )
+    )
     return TensorValue(shape, lead + [weight.dims[0]])
 
 
@@ -142,4 +157,56 @@ def convolution(w: Walker, node: fx.Node) -> Any:
     w.add_cost("conv", [x.dims[0], *spatial_for_cost, *weight.dims], weight=weight.param)
     if weight.param is not None:
         w.add_groups(w.params[weight.param].module_path, g)
+    w.add_layer_shape(_conv_shape(w, node, x, weight, out_ch, groups, transposed))
     return TensorValue(shape, [x.dims[0], out_ch, *spatial_out])
+
+
+def _conv_shape(
+    w: Walker,
+    node: fx.Node,
+    x: TensorValue,
+    weight: TensorValue,
+    out_ch: Layout,
+    groups: int,
+    transposed: bool,
+) -> LayerShape:
+    """Kernel, stride, padding and dilation as the call gives them (ATen schemas: conv{1,2,3}d and
+    convolution share the positions of stride, padding and dilation)."""
+    nd = len(weight.shape) - 2
+    kernel = tuple(int(k) for k in weight.shape[2:])
+
+    def per_dim(value: Any, default: int) -> tuple[int, ...]:
+        if value is None:
+            return (default,) * nd
+        if isinstance(value, int):
+            return (value,) * nd
+        values = tuple(int(v) for v in value)
+        return values * nd if len(values) == 1 else values
+
+    args = list(node.args) + [None] * 6
+    stride = per_dim(args[3], 1)
+    dilation = per_dim(args[5], 1)
+    if isinstance(args[4], str):  # conv2d.padding overload: "same" / "valid"
+        padding = (
+            tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel)) if args[4] == "same" else (0,) * nd
+        )
+    else:
+        padding = per_dim(args[4], 0)
+    c_in = int(x.shape[1])
+    return LayerShape(
+        layer=w.module_path() or "<top>",
+        op="conv",
+        weight=weight.param,
+        in_layout=x.dims[1],
+        out_layout=out_ch,
+        in_channels=c_in,
+        out_channels=int(weight.shape[1] * groups if transposed else weight.shape[0]),
+        groups=groups,
+        depthwise=groups > 1 and groups == c_in and not transposed and int(weight.shape[1]) == 1,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        in_spatial=tuple(int(s) for s in x.shape[2:]),
+        transposed=transposed,
+    )

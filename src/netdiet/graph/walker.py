@@ -21,6 +21,7 @@ from netdiet.graph.records import (
     CostTerm,
     GraphAnalysis,
     GroupsRecord,
+    LayerShape,
     NormRecord,
     ParamInfo,
     TensorValue,
@@ -64,6 +65,7 @@ class Walker:
         self.values: dict[fx.Node, Any] = {}
         self.params: dict[str, ParamInfo] = {}
         self.cost_terms: list[CostTerm] = []
+        self.layer_shapes: list[LayerShape] = []
         self.groups: dict[str, GroupsRecord] = {}
         self.attentions: dict[str, AttentionRecord] = {}
         self.norms: dict[str, NormRecord] = {}
@@ -136,6 +138,9 @@ class Walker:
         self.cost_terms.append(
             CostTerm(layer=layer, op=op, coeff=coeff, layouts=list(layouts), weight=weight)
         )
+
+    def add_layer_shape(self, shape: LayerShape) -> None:
+        self.layer_shapes.append(shape)
 
     def role(self, value: TensorValue, dim: int, role: str) -> None:
         """Name what a weight dimension is (in/out) so groups get readable names."""
@@ -252,6 +257,7 @@ class Walker:
             norms=self.norms,
             input_spec=input_spec,
             param_aliases=aliases,
+            layer_shapes=self.layer_shapes,
             roles=self.roles,
         )
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
 from netdiet.methods.budget import Budget
 from netdiet.methods.readoff import Setting
@@ -15,18 +16,29 @@ from netdiet.space import Space
 class Method:
     """A compression method over a Space: trains (or not) and reads off a setting under the budget.
 
-    Subclasses set `self.model` (what the user trains; may equal a copy of the original) and implement
+    With a latency budget, `self.latency` (a LatencyModel) prices settings and `self.multiples` holds the
+    channel multiples its table measured to pay. Subclasses set `self.model` (what the user trains; may equal a copy of the original) and implement
     `penalty`, `step` and `read_off`.
     """
 
     name = "base"
 
-    def __init__(self, model: nn.Module, space: Space, budget: Budget) -> None:
+    def __init__(
+        self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
+    ) -> None:
         self.original = model
         self.space = space
         self.budget = budget
         self.metric = budget.metric
-        self.dense = float(getattr(cost(space, per_layer=False), self.metric))
+        if budget.needs_latency and latency is None:
+            raise ConfigError(
+                f"budget {budget.name}={budget.value} needs a latency table for the target device: pass "
+                "latency_table= (from `netdiet profile MODEL --out TABLE.json`) or let netdiet.compress profile"
+            )
+        self.latency = latency if budget.needs_latency else None
+        # channel multiples the latency table measured to pay (ONNX Runtime's blocked kernels, ...)
+        self.multiples: dict[str, int] = self.latency.group_multiples() if self.latency is not None else {}
+        self.dense = float(getattr(cost(space, per_layer=False, latency=self.latency), self.metric))
         self.target = budget.target(self.dense)
         self.model: nn.Module = model
 

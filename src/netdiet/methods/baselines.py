@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel
 from netdiet.methods.base import Method
 from netdiet.methods.budget import Budget
 from netdiet.methods.readoff import Setting, minimum_cost, read_off
@@ -45,28 +46,48 @@ def unit_norms(space: Space, model: nn.Module) -> dict[str, torch.Tensor]:
 class Magnitude(Method):
     name = "magnitude"
 
-    def __init__(self, model: nn.Module, space: Space, budget: Budget) -> None:
-        super().__init__(model, space, budget)
-        self.check_feasible(minimum_cost(space, self.metric, []))
+    def __init__(
+        self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
+    ) -> None:
+        super().__init__(model, space, budget, latency)
+        self.check_feasible(minimum_cost(space, self.metric, [], self.latency, self.multiples))
 
     def read_off(self) -> Setting:
         norms = unit_norms(self.space, self.model)
         scores = {name: n / n.mean().clamp(min=1e-12) for name, n in norms.items()}
-        return read_off(self.space, scores, {}, self.metric, self.target, tolerance=0.01, start="full")
+        return read_off(
+            self.space,
+            scores,
+            {},
+            self.metric,
+            self.target,
+            tolerance=0.01,
+            start="full",
+            latency=self.latency,
+            multiples=self.multiples,
+        )
 
 
 class Uniform(Method):
     name = "uniform"
 
-    def __init__(self, model: nn.Module, space: Space, budget: Budget) -> None:
-        super().__init__(model, space, budget)
-        self.check_feasible(minimum_cost(space, self.metric, []))
+    def __init__(
+        self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
+    ) -> None:
+        super().__init__(model, space, budget, latency)
+        self.check_feasible(minimum_cost(space, self.metric, [], self.latency, self.multiples))
 
     def _counts(self, ratio: float) -> dict[str, int]:
-        return {g.name: max(g.min_keep, int(round(g.size * ratio))) for g in self.space.groups}
+        out = {}
+        for g in self.space.groups:
+            m = self.multiples.get(g.name, 1)
+            n = max(g.min_keep, int(round(g.size * ratio)))
+            out[g.name] = min(g.size, max(m, int(round(n / m)) * m)) if m > 1 else n
+        return out
 
     def _value(self, ratio: float) -> float:
-        return float(getattr(cost(self.space, self._counts(ratio), per_layer=False), self.metric))
+        report = cost(self.space, self._counts(ratio), per_layer=False, latency=self.latency)
+        return float(getattr(report, self.metric))
 
     def read_off(self) -> Setting:
         lo, hi = 0.0, 1.0

@@ -8,7 +8,8 @@ from typing import Any
 
 from netdiet.errors import ConfigError
 
-METRICS = ("flops", "params", "weight_bytes", "bops")
+METRICS = ("flops", "params", "weight_bytes", "bops", "latency", "latency_ms")
+LATENCY_FIELDS = ("latency", "latency_ms")
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 
@@ -17,13 +18,17 @@ class Budget:
     """One limit on one metric. `value` <= 1 is a fraction of the dense model's cost; > 1 is absolute.
 
     `Budget(flops=0.5)` keeps half the FLOPs; `Budget(flops=40e6)` allows 40 MFLOPs
-    (a multiply-add counts 2).
+    (a multiply-add counts 2). Latency is measured, not counted: `Budget(latency=0.6)` is 60% of the
+    dense model's latency on the latency table's device and runtime (always a fraction),
+    `Budget(latency_ms=2.0)` an absolute limit in milliseconds; both need a latency table.
     """
 
     flops: float | None = None
     params: float | None = None
     weight_bytes: float | None = None
     bops: float | None = None
+    latency: float | None = None
+    latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         given = [(m, getattr(self, m)) for m in METRICS if getattr(self, m) is not None]
@@ -35,17 +40,34 @@ class Budget:
         metric, value = given[0]
         if not isinstance(value, (int, float)) or value != value or value <= 0:
             raise ConfigError(f"budget {metric}={value!r} must be a positive number")
+        if metric == "latency" and value > 1.0:
+            raise ConfigError(
+                f"budget latency={value} is a fraction of the dense latency and must be <= 1; "
+                f"for milliseconds write latency_ms={value}"
+            )
 
     @property
-    def metric(self) -> str:
+    def name(self) -> str:
+        """The field that was given (latency or latency_ms for the two latency forms)."""
         return next(m for m in METRICS if getattr(self, m) is not None)
 
     @property
+    def metric(self) -> str:
+        """The cost-report field the budget limits (both latency forms limit latency_ms)."""
+        return "latency_ms" if self.name in LATENCY_FIELDS else self.name
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.name in LATENCY_FIELDS
+
+    @property
     def value(self) -> float:
-        return float(getattr(self, self.metric))
+        return float(getattr(self, self.name))
 
     @property
     def relative(self) -> bool:
+        if self.name == "latency_ms":
+            return False
         return self.value <= 1.0
 
     def target(self, dense_cost: float) -> float:
@@ -53,11 +75,11 @@ class Budget:
         return self.value * dense_cost if self.relative else self.value
 
     def to_dict(self) -> dict[str, Any]:
-        return {self.metric: self.value}
+        return {self.name: self.value}
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        """'flops=0.5', 'flops=40M', 'params=0.3', 'weight_bytes=1.5M'."""
+        """'flops=0.5', 'flops=40M', 'params=0.3', 'weight_bytes=1.5M', 'latency=0.6', 'latency_ms=2.5'."""
         m = re.fullmatch(r"\s*([a-z_]+)\s*=\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)\s*", text or "")
         if not m:
             raise ConfigError(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
 from netdiet.export.slicing import copy_model
 from netdiet.methods.base import Method
@@ -47,13 +48,23 @@ class L1L2(Method):
     name = "l1l2"
 
     def __init__(
-        self, model: nn.Module, space: Space, budget: Budget, config: L1L2Config | None = None
+        self,
+        model: nn.Module,
+        space: Space,
+        budget: Budget,
+        config: L1L2Config | None = None,
+        latency: LatencyModel | None = None,
     ) -> None:
-        super().__init__(model, space, budget)
+        super().__init__(model, space, budget, latency)
         self.config = config or L1L2Config()
         self.model = copy_model(model)
-        self.gates: GateSet = attach_gates(space, self.model, lowrank=self.config.lowrank)
-        self.check_feasible(minimum_cost(space, self.metric, self.gates.rank_names))
+        # latency tables time dense layers, not factorised pairs: under a latency budget a rank would be
+        # priced as free, so singular-value gates are off there
+        lowrank = self.config.lowrank and self.latency is None
+        self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank)
+        self.check_feasible(
+            minimum_cost(space, self.metric, self.gates.rank_names, self.latency, self.multiples)
+        )
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
         self.controller = DualAscent(lr=self.config.lambda_lr, warmup_steps=self.config.warmup_steps)
         self.last_surrogate = self.dense
@@ -66,7 +77,9 @@ class L1L2(Method):
 
     def surrogate(self) -> torch.Tensor:
         counts, ranks = self.relaxed_counts()
-        value = getattr(cost(self.space, counts, ranks=ranks, per_layer=False), self.metric)
+        value = getattr(
+            cost(self.space, counts, ranks=ranks, per_layer=False, latency=self.latency), self.metric
+        )
         return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
 
     def penalty(self) -> torch.Tensor:
@@ -106,6 +119,8 @@ class L1L2(Method):
             self.target,
             self.config.tolerance,
             start_counts=start,
+            latency=self.latency,
+            multiples=self.multiples,
         )
         keep_counts, _ = setting.counts()
         for weight, kept in list(setting.ranks.items()):

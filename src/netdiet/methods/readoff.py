@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from netdiet.cost import cost
+from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
 from netdiet.space import Space
 
@@ -32,9 +33,18 @@ class Setting:
         }
 
 
-def metric_of(space: Space, counts: Mapping[str, object], ranks: Mapping[str, object], metric: str) -> float:
-    report = cost(space, counts, ranks=ranks, per_layer=False)
-    return float(getattr(report, metric))
+def metric_of(
+    space: Space,
+    counts: Mapping[str, object],
+    ranks: Mapping[str, object],
+    metric: str,
+    latency: LatencyModel | None = None,
+) -> float:
+    report = cost(space, counts, ranks=ranks, per_layer=False, latency=latency)
+    value = getattr(report, metric)
+    if value is None:
+        raise ConfigError(f"metric {metric} needs a latency model (a latency table); none was given")
+    return float(value)
 
 
 def threshold(values: torch.Tensor, min_keep: int = 1) -> torch.Tensor:
@@ -56,6 +66,8 @@ def read_off(
     start: str = "threshold",
     criterion: str = "importance",
     start_counts: Mapping[str, int] | None = None,
+    latency: LatencyModel | None = None,
+    multiples: Mapping[str, int] | None = None,
 ) -> Setting:
     """A setting whose exact `metric` lies in [target * (1 - tolerance), target].
 
@@ -63,11 +75,14 @@ def read_off(
     importance scores that are not gates, such as weight norms). `criterion="importance"` removes the
     least important unit that saves cost; `"ratio"` the lowest importance per unit of cost saved (a
     knapsack heuristic that tends to starve the most expensive group, e.g. a residual stream).
+    `latency` is needed for metric "latency_ms". `multiples` maps group names to a channel multiple that
+    the latency table measured to pay: those groups keep a multiple of it and move in steps of it.
     """
     order: dict[tuple[str, str], torch.Tensor] = {}  # (kind, name) -> unit indices by decreasing importance
     importance: dict[tuple[str, str], torch.Tensor] = {}
     kept: dict[tuple[str, str], int] = {}
     min_keep: dict[tuple[str, str], int] = {}
+    step: dict[tuple[str, str], int] = {}
     for g in space.groups:
         a = group_gates[g.name].detach().abs()
         key = ("group", g.name)
@@ -77,6 +92,11 @@ def read_off(
         if start_counts is not None and g.name in start_counts:
             kept[key] = max(g.min_keep, min(g.size, int(start_counts[g.name])))
         min_keep[key] = g.min_keep
+        m = int((multiples or {}).get(g.name, 1))
+        step[key] = m
+        if m > 1:
+            min_keep[key] = max(m, -(-g.min_keep // m) * m)
+            kept[key] = min(g.size, max(min_keep[key], int(round(kept[key] / m)) * m))
     for w, b in rank_gates.items():
         b = b.detach().abs()
         key = ("rank", w)
@@ -86,11 +106,12 @@ def read_off(
         if start_counts is not None and w in start_counts:
             kept[key] = max(1, min(b.numel(), int(start_counts[w])))
         min_keep[key] = 1
+        step[key] = 1
 
     def current() -> float:
         counts = {n: kept[("group", n)] for (k, n) in kept if k == "group"}
         ranks = {n: kept[("rank", n)] for (k, n) in kept if k == "rank"}
-        return metric_of(space, counts, ranks, metric)
+        return metric_of(space, counts, ranks, metric, latency)
 
     def marginals() -> dict[tuple[str, str], float]:
         """d metric / d count for every knob at once (FLOPs are multilinear in the counts)."""
@@ -99,7 +120,7 @@ def read_off(
         }
         counts = {n: leaves[("group", n)] for (k, n) in leaves if k == "group"}
         ranks = {n: leaves[("rank", n)] for (k, n) in leaves if k == "rank"}
-        total = getattr(cost(space, counts, ranks=ranks, per_layer=False), metric)
+        total = getattr(cost(space, counts, ranks=ranks, per_layer=False, latency=latency), metric)
         if not isinstance(total, torch.Tensor) or not total.requires_grad:
             return {key: 0.0 for key in leaves}
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
@@ -116,15 +137,16 @@ def read_off(
             saving = grads[key]
             if saving <= 0:
                 continue
-            weakest = float(importance[key][order[key][kept[key] - 1]])
-            score = weakest / saving if criterion == "ratio" else weakest
+            block = order[key][kept[key] - step[key] : kept[key]]
+            weakest = float(importance[key][block].max())
+            score = weakest * step[key] / saving if criterion == "ratio" else weakest
             if score < best_score:
                 best, best_score = key, score
         if best is None:
             raise ConfigError(
                 f"cannot reach {metric} <= {target:.4g}: the smallest setting the constraints allow costs {value:.4g}"
             )
-        kept[best] -= 1
+        kept[best] -= step[best]
         value = current()
     while value < lower:
         grads = marginals()
@@ -136,14 +158,17 @@ def read_off(
             ),
         )
         for key in candidates:
-            kept[key] += 1
+            kept[key] += step[key]
             trial = current()
             if trial <= target:
                 value = trial
                 break
-            kept[key] -= 1
+            kept[key] -= step[key]
         else:
-            value = _swap_into_window(kept, min_keep, candidates[:5], current, lower, target, value)
+            sizes = {key: int(order[key].numel()) for key in kept}
+            value = _swap_into_window(
+                kept, min_keep, step, sizes, candidates[:5], current, lower, target, value
+            )
             break
     keep = {
         n: torch.sort(order[("group", n)][: kept[("group", n)]]).values for (k, n) in kept if k == "group"
@@ -152,21 +177,25 @@ def read_off(
     return Setting(keep, ranks)
 
 
-def _swap_into_window(kept, min_keep, adds, current, lower: float, target: float, value: float) -> float:  # type: ignore[no-untyped-def]
+def _swap_into_window(
+    kept, min_keep, step, sizes, adds, current, lower: float, target: float, value: float
+) -> float:  # type: ignore[no-untyped-def]
     """When no single unit fits the gap (coarse units), try small moves: add one or two units of a
     group and drop one unit of another; take the best move that stays within the budget, repeat while
     it helps."""
     while value < lower:
         best_value, best_move = value, None
         for add in adds:
-            for n_add in (1, 2):
+            for n_add in (step[add], 2 * step[add]):
+                if kept[add] + n_add > sizes[add]:
+                    continue
                 kept[add] += n_add
                 for rem in kept:
                     if rem == add or kept[rem] <= min_keep[rem]:
                         continue
-                    kept[rem] -= 1
+                    kept[rem] -= step[rem]
                     trial = current()
-                    kept[rem] += 1
+                    kept[rem] += step[rem]
                     if best_value < trial <= target:
                         best_value, best_move = trial, (add, n_add, rem)
                 kept[add] -= n_add
@@ -174,13 +203,19 @@ def _swap_into_window(kept, min_keep, adds, current, lower: float, target: float
             return value
         add, n_add, rem = best_move
         kept[add] += n_add
-        kept[rem] -= 1
+        kept[rem] -= step[rem]
         value = best_value
     return value
 
 
-def minimum_cost(space: Space, metric: str, rank_weights: list[str]) -> float:
+def minimum_cost(
+    space: Space,
+    metric: str,
+    rank_weights: list[str],
+    latency: LatencyModel | None = None,
+    multiples: Mapping[str, int] | None = None,
+) -> float:
     """The cheapest setting the constraints allow: every group at min_keep, every rank at 1."""
-    counts = {g.name: g.min_keep for g in space.groups}
+    counts = {g.name: max(g.min_keep, int((multiples or {}).get(g.name, 1))) for g in space.groups}
     ranks = {w: 1 for w in rank_weights}
-    return metric_of(space, counts, ranks, metric)
+    return metric_of(space, counts, ranks, metric, latency)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
 from netdiet.methods.base import Method
 from netdiet.methods.baselines import Magnitude, Uniform
@@ -16,11 +17,19 @@ from netdiet.space import Space
 METHODS: dict[str, type[Method]] = {"l1l2": L1L2, "magnitude": Magnitude, "uniform": Uniform}
 
 
-def make_method(name: str, model: nn.Module, space: Space, budget: Budget, **config: Any) -> Method:
+def make_method(
+    name: str,
+    model: nn.Module,
+    space: Space,
+    budget: Budget,
+    *,
+    latency: LatencyModel | None = None,
+    **config: Any,
+) -> Method:
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
     if name == "l1l2":
-        return L1L2(model, space, budget, L1L2Config(**config))
+        return L1L2(model, space, budget, L1L2Config(**config), latency=latency)
     if config:
         raise ConfigError(f"method '{name}' takes no options, got {sorted(config)}")
-    return METHODS[name](model, space, budget)
+    return METHODS[name](model, space, budget, latency)

@@ -1,0 +1,174 @@
+"""Measure the latency table of a model: every layer shape it contains, on a grid of channel counts.
+
+The table is saved after every finished layer shape, so a killed profile keeps them and the next run
+with the same `path` resumes (entries that already cover the needed grid are not measured again).
+Each shape also gets a multiple probe: is the layer at a multiple m of channels no slower than with m/2
+fewer channels? If so (ONNX Runtime's blocked NCHWc kernels on x86, for example) channel counts are
+rounded to m at read-off; if not, they are not. Measured per backend and shape, never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netdiet.cost.latency.backends import LayerBackend
+from netdiet.cost.latency.model import LayerNeed, covers, layer_needs
+from netdiet.cost.latency.signature import LayerSignature, merge_points, unaligned_points
+from netdiet.cost.latency.table import Grid, LatencyTable, TableEntry
+from netdiet.errors import ConfigError
+from netdiet.space import Space
+
+PROBE_MULTIPLES = (16, 8)
+PROBE_TOLERANCE = 0.03
+
+
+def _version() -> str:
+    from netdiet import __version__
+
+    return __version__
+
+
+def _merge(needs: list[LayerNeed]) -> dict[str, list[LayerNeed]]:
+    """The layers of each signature; the one with the most channels is measured for all of them."""
+    out: dict[str, list[LayerNeed]] = {}
+    for need in needs:
+        out.setdefault(need.key, []).append(need)
+    for group in out.values():
+        group.sort(key=lambda n: (n.shape.in_channels, n.shape.out_channels), reverse=True)
+    return out
+
+
+def _points(needs: list[LayerNeed], align: int) -> tuple[list[int], list[int] | None]:
+    ins: list[int] = []
+    outs: list[int] | None = [] if not needs[0].signature.one_axis else None
+    for need in needs:
+        a, b = need.points(align)
+        ins = merge_points(ins, a)
+        if outs is not None and b is not None:
+            outs = merge_points(outs, b)
+    return ins, outs
+
+
+def measure_grid(
+    backend: LayerBackend, sig: LayerSignature, batch: int, ins: list[int], outs: list[int] | None, bar: Any
+) -> Grid:
+    ms: list[Any] = []
+    for c_in in ins:
+        if outs is None:
+            ms.append(backend.time_layer(sig, batch, c_in, c_in))
+        else:
+            ms.append([backend.time_layer(sig, batch, c_in, c_out) for c_out in outs])
+        bar.update(1)
+    return Grid(ins, outs, ms)
+
+
+def probe_multiple(backend: LayerBackend, need: LayerNeed, batch: int) -> tuple[int, dict[str, Any]]:
+    """The largest m in PROBE_MULTIPLES for which m-multiples are no slower than m/2 fewer channels."""
+    sig = need.signature
+    shape = need.shape
+    record: dict[str, Any] = {}
+    for m in PROBE_MULTIPLES:
+        axes = []
+        if need.free_in and shape.in_channels >= 2 * m:
+            axes.append("in")
+        if not sig.one_axis and need.free_out and shape.out_channels >= 2 * m:
+            axes.append("out")
+        if not axes or sig.groups > 1:
+            continue
+        c_in = m * max(1, shape.in_channels // 2 // m) if "in" in axes else shape.in_channels
+        c_out = m * max(1, shape.out_channels // 2 // m) if "out" in axes else shape.out_channels
+        off_in = c_in - m // 2 if "in" in axes else c_in
+        off_out = c_out - m // 2 if "out" in axes else c_out
+        if sig.one_axis:
+            c_out, off_out = c_in, off_in
+        at_multiple = backend.time_layer(sig, batch, c_in, c_out)
+        fewer = backend.time_layer(sig, batch, off_in, off_out)
+        pays = at_multiple <= (1 + PROBE_TOLERANCE) * fewer
+        record[str(m)] = {
+            "at_multiple": [c_in, c_out],
+            "fewer": [off_in, off_out],
+            "ms_at_multiple": at_multiple,
+            "ms_fewer": fewer,
+            "pays": pays,
+        }
+        if pays:
+            return m, record
+    return 1, record
+
+
+def profile_space(
+    space: Space,
+    backend: LayerBackend,
+    batch: int,
+    *,
+    path: str | Path | None = None,
+    table: LatencyTable | None = None,
+    resume: bool = True,
+    force: bool = False,
+    probe: bool = True,
+    progress: bool = True,
+    on_entry: Callable[[str, TableEntry], None] | None = None,
+) -> LatencyTable:
+    """Measure (or complete) the latency table of `space`'s layer shapes at `batch` on `backend`.
+
+    With `path` and `resume`, an existing table there is reused if it was measured in this environment
+    (a table from elsewhere is refused unless `force`) and written back after every layer shape. A
+    `table` given directly is completed instead (same check).
+    """
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    env = backend.env(batch)
+    if table is None and path is not None and resume and Path(path).exists():
+        table = LatencyTable.load(path)
+    if table is not None:
+        table.check_env(env, force=force)
+    if table is None:
+        table = LatencyTable(env=env, protocol=backend.protocol.to_dict(), netdiet_version=_version())
+    grouped = _merge(layer_needs(space))
+    todo = {
+        k: needs
+        for k, needs in grouped.items()
+        if k not in table.entries or not all(covers(table.entries[k], n) for n in needs)
+    }
+    bar = _bar(len(todo), progress, f"profile {backend.name} b{batch}")
+    try:
+        for key, needs in todo.items():
+            widest = needs[0]
+            multiple, record = probe_multiple(backend, widest, batch) if probe else (1, {})
+            ins, outs = _points(needs, align=max(8, multiple))
+            grid = measure_grid(backend, widest.signature, batch, ins, outs, _NoBar())
+            unaligned = None
+            if multiple > 1:
+                u_in = unaligned_points(ins, any(n.free_in for n in needs), multiple)
+                u_out = (
+                    None if outs is None else unaligned_points(outs, any(n.free_out for n in needs), multiple)
+                )
+                unaligned = measure_grid(backend, widest.signature, batch, u_in, u_out, _NoBar())
+            entry = TableEntry(widest.signature, grid, multiple, unaligned, record)
+            table.entries[key] = entry
+            if path is not None:
+                table.save(path)
+            if on_entry is not None:
+                on_entry(key, entry)
+            bar.update(1)
+    finally:
+        bar.close()
+    return table
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="layer shape", leave=False)

@@ -1,0 +1,219 @@
+"""The latency table: per-signature measurements on one device, runtime, thread count, batch and dtype.
+
+Stored as JSON (never a pickle) and written atomically after every measured signature, so a killed
+profile keeps what it finished and `netdiet profile` resumes from it. A table is only valid in the
+environment it was measured in: `check_env` refuses a table from another device, runtime version,
+thread count, batch or dtype unless the caller forces it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdiet.atomic import atomic_write_json
+from netdiet.cost.latency.signature import LayerSignature
+from netdiet.errors import LatencyTableError
+
+FORMAT = "netdiet-latency-table"
+VERSION = 1
+ENV_KEYS = ("backend", "device", "runtime", "threads", "batch", "dtype")
+
+
+@dataclass
+class Grid:
+    """Median milliseconds on a grid of channel counts.
+
+    Two-axis grids hold `ms[i][j]` at (in_points[i], out_points[j]); depthwise ones hold `ms[i]` at
+    in_points[i] (input = output channels) and no out_points.
+    """
+
+    in_points: list[int]
+    out_points: list[int] | None
+    ms: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in_points": self.in_points, "out_points": self.out_points, "ms": self.ms}
+
+    @classmethod
+    def from_dict(cls, where: str, data: Any) -> Grid:
+        if not isinstance(data, dict):
+            raise LatencyTableError(f"{where}: expected an object, got {type(data).__name__}")
+        try:
+            in_points = [int(p) for p in data["in_points"]]
+            out_raw = data.get("out_points")
+            out_points = None if out_raw is None else [int(p) for p in out_raw]
+            ms = data["ms"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatencyTableError(f"{where}: missing or malformed field ({exc})") from None
+        _check_grid(where, in_points, out_points, ms)
+        return cls(in_points, out_points, ms)
+
+
+@dataclass
+class TableEntry:
+    """One signature's measurements.
+
+    `grid` is measured at channel counts that are multiples of `multiple` (the multiple the probe measured
+    to pay on this backend; 1: none does). Where one pays, `unaligned` holds the same grid one channel
+    below each multiple, because runtimes such as ONNX Runtime switch to a slower kernel off the multiple
+    and an interpolant between multiples would not see it. `probe` keeps the raw probe timings.
+    """
+
+    signature: LayerSignature
+    grid: Grid
+    multiple: int = 1
+    unaligned: Grid | None = None
+    probe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_points(self) -> list[int]:
+        return self.grid.in_points
+
+    @property
+    def out_points(self) -> list[int] | None:
+        return self.grid.out_points
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signature": self.signature.to_dict(),
+            **self.grid.to_dict(),
+            "multiple": self.multiple,
+            "unaligned": self.unaligned.to_dict() if self.unaligned is not None else None,
+            "probe": self.probe,
+        }
+
+    @classmethod
+    def from_dict(cls, key: str, data: Any) -> TableEntry:
+        where = f"layer '{key}'"
+        if not isinstance(data, dict):
+            raise LatencyTableError(f"{where}: expected an object, got {type(data).__name__}")
+        try:
+            sig = LayerSignature.from_dict(data["signature"])
+            multiple = int(data.get("multiple", 1))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatencyTableError(f"{where}: missing or malformed field ({exc})") from None
+        grid = Grid.from_dict(where, data)
+        raw = data.get("unaligned")
+        unaligned = Grid.from_dict(f"{where} (unaligned)", raw) if raw is not None else None
+        probe = data.get("probe") or {}
+        return cls(sig, grid, multiple, unaligned, dict(probe) if isinstance(probe, dict) else {})
+
+
+def _check_grid(where: str, in_points: list[int], out_points: list[int] | None, ms: Any) -> None:
+    for name, pts in (("in_points", in_points), ("out_points", out_points)):
+        if pts is not None and (not pts or any(b <= a for a, b in zip(pts, pts[1:])) or pts[0] < 1):
+            raise LatencyTableError(f"{where}: {name} must be increasing positive counts, got {pts}")
+    rows = ms if isinstance(ms, list) else None
+    if rows is None or len(rows) != len(in_points):
+        raise LatencyTableError(f"{where}: ms must have one entry per in_point ({len(in_points)})")
+    values = []
+    for row in rows:
+        if out_points is None:
+            values.append(row)
+        else:
+            if not isinstance(row, list) or len(row) != len(out_points):
+                raise LatencyTableError(f"{where}: every ms row must have {len(out_points)} values")
+            values.extend(row)
+    for v in values:
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise LatencyTableError(f"{where}: latencies must be positive finite numbers, got {v!r}")
+
+
+@dataclass
+class LatencyTable:
+    env: dict[str, Any]
+    protocol: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, TableEntry] = field(default_factory=dict)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    netdiet_version: str = ""
+
+    @property
+    def batch(self) -> int:
+        return int(self.env["batch"])
+
+    @property
+    def backend(self) -> str:
+        return str(self.env["backend"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "netdiet": self.netdiet_version,
+            "env": self.env,
+            "protocol": self.protocol,
+            "layers": {k: e.to_dict() for k, e in sorted(self.entries.items())},
+            "calibration": self.calibration,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise LatencyTableError(
+                f'{source} is not a netdiet latency table (no "format": "{FORMAT}"); '
+                "make one with `netdiet profile MODEL --out TABLE.json`"
+            )
+        if data.get("version") != VERSION:
+            raise LatencyTableError(
+                f"{source} has table version {data.get('version')!r}; this netdiet reads version {VERSION}. "
+                "Re-run `netdiet profile`."
+            )
+        env = data.get("env")
+        if not isinstance(env, dict) or any(k not in env for k in ENV_KEYS):
+            raise LatencyTableError(f"{source}: env must record {', '.join(ENV_KEYS)}")
+        layers = data.get("layers")
+        if not isinstance(layers, dict):
+            raise LatencyTableError(f"{source}: 'layers' must be an object of measured signatures")
+        entries = {k: TableEntry.from_dict(k, v) for k, v in layers.items()}
+        calibration = data.get("calibration") or {}
+        if not isinstance(calibration, dict):
+            raise LatencyTableError(f"{source}: 'calibration' must be an object")
+        return cls(env, dict(data.get("protocol") or {}), entries, calibration, str(data.get("netdiet", "")))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise LatencyTableError(
+                f"latency table {path} does not exist; make it with `netdiet profile MODEL --out {path}`"
+            ) from None
+        except OSError as exc:
+            raise LatencyTableError(f"cannot read latency table {path}: {exc}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise LatencyTableError(
+                f"latency table {path} is not valid JSON ({exc}); it may be truncated. "
+                "Delete it and re-run `netdiet profile`."
+            ) from None
+        return cls.from_dict(data, source=f"latency table {path}")
+
+    def mismatches(self, env: dict[str, Any]) -> list[str]:
+        """Which environment fields differ, as 'field: table X, here Y'."""
+        out = []
+        for key in ENV_KEYS:
+            if self.env.get(key) != env.get(key):
+                out.append(f"{key}: table {self.env.get(key)!r}, here {env.get(key)!r}")
+        return out
+
+    def check_env(self, env: dict[str, Any], *, force: bool = False) -> None:
+        """Refuse a table measured elsewhere: its timings say nothing about this device or runtime."""
+        diff = self.mismatches(env)
+        if diff and not force:
+            raise LatencyTableError(
+                "the latency table was measured in another environment ("
+                + "; ".join(diff)
+                + "). Re-run `netdiet profile` here, or force it (force=True, --force-table) if you know "
+                "the timings transfer."
+            )

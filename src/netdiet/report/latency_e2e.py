@@ -1,0 +1,98 @@
+"""End-to-end latency of a whole model on a latency table's backend: what predictions are checked against.
+
+The same backends as the layer tables: ONNX Runtime CPU (the model exported to fp32 ONNX, checked against
+PyTorch, then timed), PyTorch eager on CPU, CUDA, and the deterministic synthetic backend (the sum of the
+synthetic layer formula over the model's conv/linear layers plus a fixed overhead, so tests of the
+calibration and validation logic need no wall clock).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netdiet.cost.latency import TimingProtocol, signature_of, time_call
+from netdiet.cost.latency.backends import DTYPES, synthetic_ms
+from netdiet.errors import ConfigError
+from netdiet.graph import normalize_inputs
+from netdiet.graph.capture import eval_mode
+
+SYNTHETIC_OVERHEAD_MS = 0.05
+
+
+def batched(example_inputs: Any, batch: int) -> tuple[torch.Tensor, ...]:
+    """The example inputs with their first example repeated to `batch` (positional tensors only)."""
+    inputs = normalize_inputs(example_inputs)
+    if inputs.kwargs or not all(isinstance(a, torch.Tensor) for a in inputs.args):
+        raise ConfigError("end-to-end latency takes positional tensor example inputs only")
+    return tuple(a[:1].expand(batch, *a.shape[1:]).contiguous() for a in inputs.args)
+
+
+def measure_model_ms(
+    model: nn.Module,
+    example_inputs: Any,
+    backend: str,
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    dtype: str = "float32",
+    protocol: TimingProtocol | None = None,
+) -> float:
+    """Median ms of one forward pass of `model` at `batch` on `backend` (see the module docstring)."""
+    protocol = protocol or TimingProtocol()
+    args = batched(example_inputs, batch)
+    if backend == "synthetic":
+        return synthetic_model_ms(model, args)
+    if backend == "onnxruntime":
+        return _onnxruntime_ms(model, args, threads, protocol)
+    if backend in ("torch", "cuda"):
+        device = "cuda" if backend == "cuda" else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("backend 'cuda' needs a CUDA device; none is visible to torch here")
+        import copy
+
+        runner = copy.deepcopy(model).to(device, DTYPES[dtype])
+        xs = tuple(a.to(device, DTYPES[dtype]) if a.is_floating_point() else a.to(device) for a in args)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with eval_mode(runner), torch.no_grad():
+                return time_call(
+                    lambda: runner(*xs), protocol, torch.cuda.synchronize if device == "cuda" else None
+                )
+        finally:
+            torch.set_num_threads(before)
+    raise ConfigError(f"unknown latency backend '{backend}'")
+
+
+def _onnxruntime_ms(
+    model: nn.Module, args: tuple[torch.Tensor, ...], threads: int, protocol: TimingProtocol
+) -> float:
+    import onnxruntime as ort
+
+    from netdiet.export.onnx import to_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = to_onnx(model, args, Path(tmp) / "model.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
+    return time_call(lambda: session.run(None, feed), protocol)
+
+
+def synthetic_model_ms(model: nn.Module, args: tuple[torch.Tensor, ...]) -> float:
+    from netdiet.space import analyze
+
+    space = analyze(model, args)
+    batch = int(args[0].shape[0])
+    total = SYNTHETIC_OVERHEAD_MS
+    for shape in space.analysis.layer_shapes:
+        total += synthetic_ms(signature_of(shape), batch, shape.in_channels, shape.out_channels)
+    return total
