@@ -22,14 +22,15 @@ from torch import nn
 
 from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
-from netdiet.cost.latency import LatencyModel, LatencyTable
+from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.data.adapt import as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget
 from netdiet.methods.l1l2 import L1L2
 from netdiet.profiling import prepare_latency_table
-from netdiet.report import compare_latency, measure_model_ms
+from netdiet.report import compare_latency
+from netdiet.report.latency_e2e import prepare_runner, time_interleaved
 from netdiet.space import analyze
 from netdiet.train import TrainConfig, evaluate, fit_inplace
 
@@ -196,21 +197,22 @@ def latency_section(
     slim: nn.Module,
     inputs: Any,
 ) -> dict[str, Any]:
-    """Predicted and measured latency of both models on the table's backend (interleaved, best of two
+    """Predicted and measured latency of both models on the table's backend (interleaved, best of three
     medians each), and how much of the predicted reduction was measured."""
     env = latency.table.env
-    measured: dict[str, float] = {}
-    for _ in range(2):
-        for name, m in (("dense", dense), ("compressed", slim)):
-            ms = measure_model_ms(
-                m,
-                inputs,
-                latency.table.backend,
-                batch=latency.batch,
-                threads=int(env["threads"]),
-                dtype=env["dtype"],
-            )
-            measured[name] = min(ms, measured.get(name, float("inf")))
+    runners = [
+        prepare_runner(
+            m,
+            inputs,
+            latency.table.backend,
+            batch=latency.batch,
+            threads=int(env["threads"]),
+            dtype=env["dtype"],
+        )
+        for m in (dense, slim)
+    ]
+    dense_ms, slim_ms = time_interleaved(runners, TimingProtocol(min_sample_ms=2.0), rounds=3)
+    measured = {"dense": dense_ms, "compressed": slim_ms}
     predicted_ratio = compressed_cost["latency_ms"] / dense_cost["latency_ms"]
     measured_ratio = measured["compressed"] / measured["dense"]
     return {

@@ -8,7 +8,10 @@ calibration and validation logic need no wall clock).
 
 from __future__ import annotations
 
+import copy
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,6 @@ from netdiet.cost.latency import TimingProtocol, signature_of, time_call
 from netdiet.cost.latency.backends import DTYPES, synthetic_ms
 from netdiet.errors import ConfigError
 from netdiet.graph import normalize_inputs
-from netdiet.graph.capture import eval_mode
 
 SYNTHETIC_OVERHEAD_MS = 0.05
 
@@ -30,6 +32,57 @@ def batched(example_inputs: Any, batch: int) -> tuple[torch.Tensor, ...]:
     if inputs.kwargs or not all(isinstance(a, torch.Tensor) for a in inputs.args):
         raise ConfigError("end-to-end latency takes positional tensor example inputs only")
     return tuple(a[:1].expand(batch, *a.shape[1:]).contiguous() for a in inputs.args)
+
+
+@dataclass
+class Runner:
+    """One model made ready to time on a backend: `call()` runs one forward pass; `fixed_ms` is set
+    instead for the synthetic backend (no wall clock)."""
+
+    call: Callable[[], object] | None = None
+    sync: Callable[[], None] | None = None
+    fixed_ms: float | None = None
+
+    def time(self, protocol: TimingProtocol) -> float:
+        if self.fixed_ms is not None:
+            return self.fixed_ms
+        assert self.call is not None
+        return time_call(self.call, protocol, self.sync)
+
+
+def prepare_runner(
+    model: nn.Module,
+    example_inputs: Any,
+    backend: str,
+    *,
+    batch: int = 1,
+    threads: int = 1,
+    dtype: str = "float32",
+) -> Runner:
+    """Export/copy `model` once for `backend` so it can be timed many times (see the module docstring)."""
+    args = batched(example_inputs, batch)
+    if backend == "synthetic":
+        return Runner(fixed_ms=synthetic_model_ms(model, args))
+    if backend == "onnxruntime":
+        return _onnxruntime_runner(model, args, threads)
+    if backend in ("torch", "cuda"):
+        device = "cuda" if backend == "cuda" else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("backend 'cuda' needs a CUDA device; none is visible to torch here")
+        runner = copy.deepcopy(model).to(device, DTYPES[dtype]).eval()
+        xs = tuple(a.to(device, DTYPES[dtype]) if a.is_floating_point() else a.to(device) for a in args)
+
+        @torch.no_grad()
+        def call() -> object:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return runner(*xs)
+            finally:
+                torch.set_num_threads(before)
+
+        return Runner(call, torch.cuda.synchronize if device == "cuda" else None)
+    raise ConfigError(f"unknown latency backend '{backend}'")
 
 
 def measure_model_ms(
@@ -43,35 +96,21 @@ def measure_model_ms(
     protocol: TimingProtocol | None = None,
 ) -> float:
     """Median ms of one forward pass of `model` at `batch` on `backend` (see the module docstring)."""
-    protocol = protocol or TimingProtocol()
-    args = batched(example_inputs, batch)
-    if backend == "synthetic":
-        return synthetic_model_ms(model, args)
-    if backend == "onnxruntime":
-        return _onnxruntime_ms(model, args, threads, protocol)
-    if backend in ("torch", "cuda"):
-        device = "cuda" if backend == "cuda" else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("backend 'cuda' needs a CUDA device; none is visible to torch here")
-        import copy
-
-        runner = copy.deepcopy(model).to(device, DTYPES[dtype])
-        xs = tuple(a.to(device, DTYPES[dtype]) if a.is_floating_point() else a.to(device) for a in args)
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with eval_mode(runner), torch.no_grad():
-                return time_call(
-                    lambda: runner(*xs), protocol, torch.cuda.synchronize if device == "cuda" else None
-                )
-        finally:
-            torch.set_num_threads(before)
-    raise ConfigError(f"unknown latency backend '{backend}'")
+    runner = prepare_runner(model, example_inputs, backend, batch=batch, threads=threads, dtype=dtype)
+    return runner.time(protocol or TimingProtocol())
 
 
-def _onnxruntime_ms(
-    model: nn.Module, args: tuple[torch.Tensor, ...], threads: int, protocol: TimingProtocol
-) -> float:
+def time_interleaved(runners: list[Runner], protocol: TimingProtocol, rounds: int = 3) -> list[float]:
+    """Each runner's best median over `rounds` passes over all of them: a burst of load on a shared
+    machine then hits every model alike instead of one."""
+    best = [float("inf")] * len(runners)
+    for _ in range(rounds):
+        for i, runner in enumerate(runners):
+            best[i] = min(best[i], runner.time(protocol))
+    return best
+
+
+def _onnxruntime_runner(model: nn.Module, args: tuple[torch.Tensor, ...], threads: int) -> Runner:
     import onnxruntime as ort
 
     from netdiet.export.onnx import to_onnx
@@ -84,7 +123,7 @@ def _onnxruntime_ms(
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
-    return time_call(lambda: session.run(None, feed), protocol)
+    return Runner(lambda: session.run(None, feed))
 
 
 def synthetic_model_ms(model: nn.Module, args: tuple[torch.Tensor, ...]) -> float:

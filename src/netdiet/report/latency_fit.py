@@ -27,8 +27,11 @@ from netdiet.space.keep import Keep
 
 
 def _protocol(table: LatencyTable) -> TimingProtocol:
+    """The table's protocol, with samples of at least 2 ms: whole models at batch 1 take well under a
+    millisecond, where a single call is at the mercy of the scheduler."""
     p = table.protocol
     fields = {k: p[k] for k in ("warmup", "repeats", "min_sample_ms", "outlier_mads") if k in p}
+    fields["min_sample_ms"] = max(2.0, float(fields.get("min_sample_ms", 0.0)))
     return TimingProtocol(**fields)
 
 
@@ -58,21 +61,28 @@ def _resize(kept: Any, n: int, size: int, seed: int) -> Any:
     return torch.sort(torch.tensor(units, dtype=torch.long)).values
 
 
-def measure_keep(space: Space, keep: Keep | None, table: LatencyTable) -> float:
-    """Export `keep` for real (None: the dense model) and time it end to end on the table's backend."""
+def measure_keeps(
+    space: Space, keeps: list[Keep | None], table: LatencyTable, rounds: int = 3
+) -> list[float]:
+    """Export every keep-setting for real (None: the dense model) and time them end to end on the table's
+    backend, interleaved over `rounds` passes (best median of each)."""
     from netdiet.export import export_model
-    from netdiet.report.latency_e2e import measure_model_ms
+    from netdiet.report.latency_e2e import prepare_runner, time_interleaved
 
-    model = space.model if keep is None else export_model(space, keep, verify=False)
-    return measure_model_ms(
-        model,
-        space.example_inputs.args,
-        table.backend,
-        batch=table.batch,
-        threads=int(table.env["threads"]),
-        dtype=str(table.env["dtype"]),
-        protocol=_protocol(table),
-    )
+    runners = []
+    for keep in keeps:
+        model = space.model if keep is None else export_model(space, keep, verify=False)
+        runners.append(
+            prepare_runner(
+                model,
+                space.example_inputs.args,
+                table.backend,
+                batch=table.batch,
+                threads=int(table.env["threads"]),
+                dtype=str(table.env["dtype"]),
+            )
+        )
+    return time_interleaved(runners, _protocol(table), rounds)
 
 
 def calibrate_latency(
@@ -90,16 +100,12 @@ def calibrate_latency(
         raise ConfigError(f"n_fit must be >= 1, got {n_fit}")
     model = LatencyModel(space, table)
     keeps: list[Keep | None] = [None, *random_variants(space, n_fit, seed, model.group_multiples())]
-    tabled, unaligned, measured = [], [], []
-    for i, keep in enumerate(keeps):
-        counts = space.counts(keep)
-        tabled.append(float(model.tabled_ms(counts)))
-        unaligned.append(model.unaligned_layers(counts))
-        measured.append(measure_keep(space, keep, table))
-        if progress:
-            progress(
-                f"calibrate {i + 1}/{len(keeps)}: tabled {tabled[-1]:.3f} ms, measured {measured[-1]:.3f} ms"
-            )
+    tabled = [float(model.tabled_ms(space.counts(keep))) for keep in keeps]
+    unaligned = [model.unaligned_layers(space.counts(keep)) for keep in keeps]
+    measured = measure_keeps(space, keeps, table)
+    if progress:
+        for i, (t, m) in enumerate(zip(tabled, measured)):
+            progress(f"calibrate {i + 1}/{len(keeps)}: tabled {t:.3f} ms, measured {m:.3f} ms")
     a = np.stack([np.asarray(tabled), np.asarray(unaligned, dtype=float), np.ones(len(tabled))], axis=1)
     # the intercept may be negative: every isolated layer timing includes a runtime call the whole model
     # pays once
@@ -139,9 +145,10 @@ def validate_latency(
             "validate a calibrated latency model: run calibrate_latency (netdiet profile) first"
         )
     rows = []
-    for i, keep in enumerate(random_variants(space, n, seed, model.group_multiples())):
+    keeps = random_variants(space, n, seed, model.group_multiples())
+    all_measured = measure_keeps(space, list(keeps), table)
+    for i, (keep, measured) in enumerate(zip(keeps, all_measured)):
         predicted = model.predict_keep(keep)
-        measured = measure_keep(space, keep, table)
         flops_ratio = float(space.cost(keep).flops) / float(space.cost().flops)
         rows.append(
             {
