@@ -65,10 +65,17 @@ def measure_grid(
 
 
 def probe_multiple(backend: LayerBackend, need: LayerNeed, batch: int) -> tuple[int, dict[str, Any]]:
-    """The largest m in PROBE_MULTIPLES for which m-multiples are no slower than m/2 fewer channels."""
+    """The largest m in PROBE_MULTIPLES that pays, measured at a mid-size count c (a multiple of m).
+
+    m pays when (a) c channels are no slower than c - 1 (runtimes with blocked kernels fall back to a
+    slower one off the block, so rounding up costs nothing), and, for any m but the smallest candidate,
+    (b) c is no slower than c - m/2: otherwise the half-step multiple is a cheaper choice the restriction
+    to m would take away. Tolerance PROBE_TOLERANCE. 1 when none pays.
+    """
     sig = need.signature
     shape = need.shape
     record: dict[str, Any] = {}
+    smallest = min(PROBE_MULTIPLES)
     for m in PROBE_MULTIPLES:
         axes = []
         if need.free_in and shape.in_channels >= 2 * m:
@@ -77,22 +84,22 @@ def probe_multiple(backend: LayerBackend, need: LayerNeed, batch: int) -> tuple[
             axes.append("out")
         if not axes or sig.groups > 1:
             continue
-        c_in = m * max(1, shape.in_channels // 2 // m) if "in" in axes else shape.in_channels
-        c_out = m * max(1, shape.out_channels // 2 // m) if "out" in axes else shape.out_channels
-        off_in = c_in - m // 2 if "in" in axes else c_in
-        off_out = c_out - m // 2 if "out" in axes else c_out
-        if sig.one_axis:
-            c_out, off_out = c_in, off_in
-        at_multiple = backend.time_layer(sig, batch, c_in, c_out)
-        fewer = backend.time_layer(sig, batch, off_in, off_out)
-        pays = at_multiple <= (1 + PROBE_TOLERANCE) * fewer
-        record[str(m)] = {
-            "at_multiple": [c_in, c_out],
-            "fewer": [off_in, off_out],
-            "ms_at_multiple": at_multiple,
-            "ms_fewer": fewer,
-            "pays": pays,
-        }
+
+        def at(delta: int, m: int = m, axes: list[str] = axes) -> tuple[int, int]:
+            c_in = m * max(1, shape.in_channels // 2 // m) if "in" in axes else shape.in_channels
+            c_out = m * max(1, shape.out_channels // 2 // m) if "out" in axes else shape.out_channels
+            c_in = c_in - delta if "in" in axes else c_in
+            c_out = c_out - delta if "out" in axes else c_out
+            return (c_in, c_in) if sig.one_axis else (c_in, c_out)
+
+        counts = {"multiple": at(0), "one_below": at(1)}
+        if m != smallest:
+            counts["half_step_below"] = at(m // 2)
+        ms = {k: backend.time_layer(sig, batch, *c) for k, c in counts.items()}
+        pays = ms["multiple"] <= (1 + PROBE_TOLERANCE) * ms["one_below"] and (
+            "half_step_below" not in ms or ms["multiple"] <= (1 + PROBE_TOLERANCE) * ms["half_step_below"]
+        )
+        record[str(m)] = {"counts": counts, "ms": ms, "pays": pays}
         if pays:
             return m, record
     return 1, record
