@@ -30,7 +30,7 @@ from netdiet.methods import Budget
 from netdiet.methods.l1l2 import L1L2
 from netdiet.profiling import prepare_latency_table
 from netdiet.report import compare_latency
-from netdiet.report.latency_e2e import prepare_runner, time_interleaved
+from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 from netdiet.space import analyze
 from netdiet.train import TrainConfig, evaluate, fit_inplace
 
@@ -211,7 +211,9 @@ def latency_section(
         )
         for m in (dense, slim)
     ]
-    dense_ms, slim_ms = time_interleaved(runners, TimingProtocol(min_sample_ms=2.0), rounds=3)
+    dense_ms, (slim_ms,) = time_against_reference(
+        runners[0], runners[1:], TimingProtocol(min_sample_ms=2.0), rounds=5
+    )
     measured = {"dense": dense_ms, "compressed": slim_ms}
     predicted_ratio = compressed_cost["latency_ms"] / dense_cost["latency_ms"]
     measured_ratio = measured["compressed"] / measured["dense"]

@@ -9,6 +9,7 @@ calibration and validation logic need no wall clock).
 from __future__ import annotations
 
 import copy
+import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,24 @@ def time_interleaved(runners: list[Runner], protocol: TimingProtocol, rounds: in
         for i, runner in enumerate(runners):
             best[i] = min(best[i], runner.time(protocol))
     return best
+
+
+def time_against_reference(
+    reference: Runner, runners: list[Runner], protocol: TimingProtocol, rounds: int = 3
+) -> tuple[float, list[float]]:
+    """Time each runner right after the reference, as a ratio, then scale the median ratio by the
+    reference's best median. On a shared machine the load changes for seconds at a time and shifts
+    every timing of a pass alike; ratios to a neighbour measured moments apart cancel that shift.
+    Returns (reference ms, [ms of each runner])."""
+    ratios: list[list[float]] = [[] for _ in runners]
+    reference_ms: list[float] = []
+    for _ in range(rounds):
+        for i, runner in enumerate(runners):
+            ref = reference.time(protocol)
+            reference_ms.append(ref)
+            ratios[i].append(runner.time(protocol) / ref)
+    best = min(reference_ms)
+    return best, [statistics.median(r) * best for r in ratios]
 
 
 def _onnxruntime_runner(model: nn.Module, args: tuple[torch.Tensor, ...], threads: int) -> Runner:

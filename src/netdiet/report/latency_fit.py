@@ -2,9 +2,10 @@
 
 `calibrate_latency` measures the dense model and random pruned variants (half of them rounded to the
 channel multiples the table measured to pay, half not, because both kinds get deployed), exports each one
-for real, and fits `measured = scale * tabled + unaligned_ms * n_unaligned + overhead` by bounded least
-squares (scipy; n_unaligned counts layers off their paying channel multiple). The fit is stored in the
-table under the model's fingerprint.
+for real, and fits `measured = scale * tabled + unaligned_ms * n_unaligned + activation_ms * melems +
+overhead` (see LatencyModel) by robust (soft-L1) least squares on relative residuals with scipy, so one
+timing hit by a burst of load on a shared machine does not bend the fit. The fit is stored in the table
+under the model's fingerprint.
 
 `validate_latency` measures other random variants (a different seed: held out from the fit) and reports
 the prediction error. Timings are medians under the table's protocol, on the table's backend.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import lsq_linear
+from scipy.optimize import least_squares
 
 from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.errors import ConfigError
@@ -64,25 +65,28 @@ def _resize(kept: Any, n: int, size: int, seed: int) -> Any:
 def measure_keeps(
     space: Space, keeps: list[Keep | None], table: LatencyTable, rounds: int = 3
 ) -> list[float]:
-    """Export every keep-setting for real (None: the dense model) and time them end to end on the table's
-    backend, interleaved over `rounds` passes (best median of each)."""
+    """Export every keep-setting for real (None: the dense model) and time it end to end on the table's
+    backend, each as a ratio to the dense model timed just before it (`time_against_reference`)."""
     from netdiet.export import export_model
-    from netdiet.report.latency_e2e import prepare_runner, time_interleaved
+    from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 
-    runners = []
-    for keep in keeps:
+    def runner(keep: Keep | None) -> Any:
         model = space.model if keep is None else export_model(space, keep, verify=False)
-        runners.append(
-            prepare_runner(
-                model,
-                space.example_inputs.args,
-                table.backend,
-                batch=table.batch,
-                threads=int(table.env["threads"]),
-                dtype=str(table.env["dtype"]),
-            )
+        return prepare_runner(
+            model,
+            space.example_inputs.args,
+            table.backend,
+            batch=table.batch,
+            threads=int(table.env["threads"]),
+            dtype=str(table.env["dtype"]),
         )
-    return time_interleaved(runners, _protocol(table), rounds)
+
+    reference = runner(None)
+    dense_ms, measured = time_against_reference(
+        reference, [runner(k) for k in keeps if k is not None], _protocol(table), rounds
+    )
+    it = iter(measured)
+    return [dense_ms if k is None else next(it) for k in keeps]
 
 
 def calibrate_latency(
@@ -102,24 +106,36 @@ def calibrate_latency(
     keeps: list[Keep | None] = [None, *random_variants(space, n_fit, seed, model.group_multiples())]
     tabled = [float(model.tabled_ms(space.counts(keep))) for keep in keeps]
     unaligned = [model.unaligned_layers(space.counts(keep)) for keep in keeps]
+    melems = [float(model.activation_melems(space.counts(keep))) for keep in keeps]
     measured = measure_keeps(space, keeps, table)
     if progress:
         for i, (t, m) in enumerate(zip(tabled, measured)):
             progress(f"calibrate {i + 1}/{len(keeps)}: tabled {t:.3f} ms, measured {m:.3f} ms")
-    a = np.stack([np.asarray(tabled), np.asarray(unaligned, dtype=float), np.ones(len(tabled))], axis=1)
-    # the intercept may be negative: every isolated layer timing includes a runtime call the whole model
-    # pays once
-    fit = lsq_linear(a, np.asarray(measured), bounds=([0.1, 0.0, -np.inf], [10.0, np.inf, np.inf]))
-    scale, per_unaligned, overhead = (float(v) for v in fit.x)
-    predicted = [scale * t + per_unaligned * u + overhead for t, u in zip(tabled, unaligned)]
+    features = np.stack(
+        [np.asarray(tabled), np.asarray(unaligned, dtype=float), np.asarray(melems), np.ones(len(tabled))],
+        axis=1,
+    )
+    target = np.asarray(measured)
+    # the intercept and the activation term may be negative: every isolated layer timing includes a
+    # runtime call and layout conversions that the whole model pays once
+    fit = least_squares(
+        lambda x: (features @ x - target) / target,
+        x0=np.array([1.0, 0.0, 0.0, 0.0]),
+        bounds=([0.1, 0.0, -np.inf, -np.inf], [10.0, np.inf, np.inf, np.inf]),
+        loss="soft_l1",
+        f_scale=0.05,
+    )
+    scale, per_unaligned, per_melem, overhead = (float(v) for v in fit.x)
+    predicted = list(features @ fit.x)
     table.calibration[model.fingerprint] = {
         "scale": scale,
         "unaligned_ms": per_unaligned,
+        "activation_ms": per_melem,
         "overhead_ms": overhead,
         "dense_measured_ms": measured[0],
         "fit": [
-            {"tabled_ms": t, "unaligned_layers": u, "measured_ms": m}
-            for t, u, m in zip(tabled, unaligned, measured)
+            {"tabled_ms": t, "unaligned_layers": u, "activation_melems": e, "measured_ms": m}
+            for t, u, e, m in zip(tabled, unaligned, melems, measured)
         ],
         "fit_median_abs_error": statistics.median(abs(p - m) / m for p, m in zip(predicted, measured)),
         "seed": seed,

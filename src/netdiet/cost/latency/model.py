@@ -1,14 +1,16 @@
 """The latency model of one model on one table: predicted ms of any keep-setting, exact or relaxed.
 
     predicted = scale * sum over conv/linear layers of T_layer(kept in, kept out)
-                + unaligned_ms * (layers whose counts are off their paying multiple) + overhead
+                + unaligned_ms * (layers whose counts are off their paying multiple)
+                + activation_ms * (millions of elements entering and leaving those layers) + overhead
 
 T_layer is the layer's table entry, interpolated; `scale`, `unaligned_ms` and `overhead` are the per-model
 terms fitted against end-to-end measurements (`netdiet.report.calibrate_latency`): the overhead covers
 what the tables do not time (adds, pooling, the runtime's per-call cost, minus the per-call cost each
 isolated layer timing includes), the scale the difference between a layer alone and inside a graph, and
-`unaligned_ms` the layout conversions a runtime inserts around a layer that leaves its blocked format.
-Before calibration they are 1, 0 and 0.
+`unaligned_ms` the layout conversions a runtime inserts around a layer that leaves its blocked format, and
+`activation_ms` the memory-bound work the tables do not time that grows with the activations (residual
+adds, pooling, copies). Before calibration they are 1, 0, 0 and 0.
 
 Counts may be ints (scipy interpolation) or tensors (torch interpolation, differentiable), so the same
 object is the exact cost and the l1/l2 surrogate.
@@ -114,6 +116,7 @@ class LatencyModel:
         self.scale = float(cal.get("scale", 1.0))
         self.overhead_ms = float(cal.get("overhead_ms", 0.0))
         self.unaligned_ms = float(cal.get("unaligned_ms", 0.0))
+        self.activation_ms = float(cal.get("activation_ms", 0.0))
         self.calibrated = bool(cal)
 
     @property
@@ -166,9 +169,23 @@ class LatencyModel:
             n += int(self._grid(entry, need, c_in, c_out) is not entry.grid)
         return n
 
+    def activation_melems(self, counts: Mapping[int, Any]) -> Any:
+        """Millions of activation elements entering and leaving the conv/linear layers, per batch."""
+        total: Any = 0.0
+        for need in self.needs:
+            c_in = self.space.dim_size(need.shape.in_layout, counts)
+            c_out = self.space.dim_size(need.shape.out_layout, counts)
+            pos_in, pos_out = need.signature.positions()
+            total = total + (c_in * pos_in + c_out * pos_out) * (self.batch / 1e6)
+        return total
+
     def predict(self, counts: Mapping[int, Any]) -> Any:
-        extra = self.unaligned_ms * self.unaligned_layers(counts) if self.unaligned_ms else 0.0
-        return self.scale * self.tabled_ms(counts) + extra + self.overhead_ms
+        value: Any = self.scale * self.tabled_ms(counts) + self.overhead_ms
+        if self.unaligned_ms:
+            value = value + self.unaligned_ms * self.unaligned_layers(counts)
+        if self.activation_ms:
+            value = value + self.activation_ms * self.activation_melems(counts)
+        return value
 
     def predict_keep(self, keep: Mapping[str, Any] | None = None) -> float:
         return float(self.predict(self.space.counts(keep)))

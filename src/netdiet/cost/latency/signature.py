@@ -57,6 +57,19 @@ class LayerSignature:
                 fields[name] = tuple(int(v) for v in value) if isinstance(value, list) else value
         return cls(**fields)
 
+    def positions(self) -> tuple[int, int]:
+        """Spatial positions (or tokens) per example at the input and at the output of the layer."""
+        if self.op == "linear":
+            return self.tokens, self.tokens
+        pos_in, pos_out = 1, 1
+        for size, k, s, p, d in zip(self.in_spatial, self.kernel, self.stride, self.padding, self.dilation):
+            pos_in *= size
+            if self.op == "convT":
+                pos_out *= (size - 1) * s - 2 * p + d * (k - 1) + 1
+            else:
+                pos_out *= max(1, (size + 2 * p - d * (k - 1) - 1) // s + 1)
+        return pos_in, pos_out
+
     def macs(self, batch: int, c_in: int, c_out: int) -> float:
         """Multiply-adds at these channel counts (used by the synthetic backend and for sanity checks)."""
         if self.op == "linear":
