@@ -88,7 +88,7 @@ def compress(
     latency_batches: Sequence[int] = (1,),
     latency_table: LatencyTable | str | Path | None = None,
     latency_backend: str | None = None,
-    latency_batch: int = 1,
+    latency_batch: int | None = None,
     force_table: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -101,7 +101,8 @@ def compress(
     A latency budget (`latency=0.6`, `latency_ms=2.0`) is priced by `latency_table` (a LatencyTable or
     a JSON path; completed and calibrated for this model if needed, and written back to the path). Without
     one, the model is profiled now on `latency_backend` (default onnxruntime where installed) at
-    `latency_batch`. The report then holds predicted and measured latency of both models on that backend.
+    `latency_batch` (default 1; a given table must match it). The report then holds predicted and
+    measured latency of both models on that backend.
     """
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")

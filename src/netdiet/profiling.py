@@ -37,8 +37,8 @@ def prepare_latency_table(
     table: LatencyTable | str | Path | None = None,
     *,
     backend: str | None = None,
-    batch: int = 1,
-    threads: int = 1,
+    batch: int | None = None,
+    threads: int | None = None,
     force: bool = False,
     calibrate: int = 10,
     save_to: str | Path | None = None,
@@ -50,7 +50,9 @@ def prepare_latency_table(
 
     `table` may be a LatencyTable, a path (measured if missing, completed if it lacks some layer shapes,
     resumed if a profile was killed) or None (measured now with `backend`, default onnxruntime where
-    installed, at `batch`). The result is written to `save_to`, else back to `table`'s path.
+    installed, at `batch`, default 1). The result is written to `save_to`, else back to `table`'s path.
+    An existing table measured with another backend, batch or thread count than the ones asked for is
+    refused unless `force` (then its own settings are used).
     """
     path = Path(save_to) if save_to is not None else (Path(table) if isinstance(table, (str, Path)) else None)
     start: LatencyTable | None = table if isinstance(table, LatencyTable) else None
@@ -58,13 +60,24 @@ def prepare_latency_table(
         start = LatencyTable.load(table)
     if start is not None:
         check_table_here(start, force=force)
+        asked = {"backend": backend, "batch": batch, "threads": threads}
+        have = {"backend": start.backend, "batch": start.batch, "threads": int(start.env["threads"])}
+        differ = [
+            f"{k}: table {have[k]!r}, asked {v!r}" for k, v in asked.items() if v is not None and v != have[k]
+        ]
+        if differ and not force:
+            raise LatencyTableError(
+                "the latency table was measured with other settings than asked for ("
+                + "; ".join(differ)
+                + "): give another table path, drop the setting, or force it"
+            )
         backend, batch, threads = start.backend, start.batch, int(start.env["threads"])
-    layer_backend = make_backend(backend or default_backend_name(), threads=threads, protocol=protocol)
+    layer_backend = make_backend(backend or default_backend_name(), threads=threads or 1, protocol=protocol)
     # a given table was checked above (or forced on purpose); one found at `save_to` is checked here
     result = profile_space(
         space,
         layer_backend,
-        batch,
+        batch or 1,
         path=path,
         table=start,
         force=force or start is not None,

@@ -108,9 +108,9 @@ def test_profile_refuses_a_table_from_another_batch(
     argv[argv.index("--batch") + 1] = "8"
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "another environment" in err and "batch: table 4, here 8" in err
+    assert "other settings than asked for" in err and "batch: table 4, asked 8" in err
     assert main([*argv, "--threads", "2"]) == 2
-    assert "threads: table 1, here 2" in capsys.readouterr().err
+    assert "threads: table 1, asked 2" in capsys.readouterr().err
     assert out.read_text() == before
     # forced: the table is used as it was measured
     assert main([*argv, "--force-table"]) == 0

@@ -87,7 +87,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget)
-    if args.latency_batch < 1:
+    if args.latency_batch is not None and args.latency_batch < 1:
         raise NetdietError("--latency-batch must be >= 1")
     if args.epochs < 0 or args.finetune_epochs < 0:
         raise NetdietError("--epochs and --finetune-epochs must be >= 0")

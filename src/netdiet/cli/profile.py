@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiet import zoo
-from netdiet.cost.latency import BACKENDS, LatencyModel, LatencyTable, TimingProtocol, make_backend
+from netdiet.cost.latency import BACKENDS, LatencyModel, TimingProtocol
 from netdiet.errors import NetdietError
 from netdiet.profiling import prepare_latency_table
 from netdiet.report.latency_fit import validate_latency
@@ -74,12 +74,6 @@ def run(args: argparse.Namespace) -> int:
     if args.validate and not args.calibrate:
         raise NetdietError("--validate checks a calibrated model: give --calibrate N > 0")
     out = Path(args.out)
-    if out.exists():
-        # resume only what was asked for: prepare_latency_table adopts an existing table's backend, batch
-        # and threads, which would silently ignore --backend/--batch/--threads
-        existing = LatencyTable.load(out)
-        asked = make_backend(args.backend or existing.backend, threads=args.threads).env(args.batch)
-        existing.check_env(asked, force=args.force_table)
     model, inputs = _model(args.model, args.input_shape)
     space = analyze(model, inputs)
     log = None if args.no_progress else (lambda msg: print(msg, flush=True))
