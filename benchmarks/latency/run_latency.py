@@ -11,14 +11,14 @@ for real and timed end to end. Tables go to benchmarks/latency/tables/, results 
 measured-latency target (`latency=<target>` at the target batch, priced by the table) and (b) to FLOPs
 budgets around the FLOPs of (a), picking the FLOPs run with the smallest FLOPs whose val accuracy is at
 least (a)'s (never test). Every export's ONNX Runtime latency at batch 1 and 64 is measured in the same
-process, interleaved, and compared with the table's prediction. Results: compress-<profile>.json.
+process, each right after the dense model as a ratio to it (5 rounds, median ratio times the dense
+model's best median), and compared with the table's prediction. Results: compress-<profile>.json.
 Both write RESULTS-<profile>.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -139,8 +139,13 @@ def run_validate(profile: str, models: list[str] | None) -> None:
             t0 = time.perf_counter()
             path = table_path(profile, name, batch)
             table = prepare_latency_table(
-                space, path, backend="onnxruntime", batch=batch, threads=prof["threads"],
-                calibrate=prof["calibrate"], progress=False,
+                space,
+                path,
+                backend="onnxruntime",
+                batch=batch,
+                threads=prof["threads"],
+                calibrate=prof["calibrate"],
+                progress=False,
             )
             t_profile = time.perf_counter() - t0
             result = validate_latency(space, table, n=prof["validate"])
@@ -170,19 +175,15 @@ def run_validate(profile: str, models: list[str] | None) -> None:
                 "machine": machine(),
             }
             print(json.dumps({k: v for k, v in run.items() if k != "variants"}), flush=True)
-            results["runs"] = [r for r in results["runs"] if (r["model"], r["batch"]) != (name, batch)] + [run]
+            results["runs"] = [r for r in results["runs"] if (r["model"], r["batch"]) != (name, batch)] + [
+                run
+            ]
             write_json(out_path, results)
     write_markdown(profile)
 
 
 # ----- compress ---------------------------------------------------------------------------------------
 def run_compress(profile: str, models: list[str] | None) -> None:
-    import netdiet
-    from netdiet.cost.latency import LatencyModel, LatencyTable
-    from netdiet.data import DataSpec, build_data
-    from netdiet.report import measure_model_ms
-    from netdiet.train import TrainConfig, evaluate
-
     prof = PROFILES[profile]
     out_path = HERE / f"compress-{profile}.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {"models": {}}
@@ -190,103 +191,131 @@ def run_compress(profile: str, models: list[str] | None) -> None:
     for name, spec in prof["models"].items():
         if models and name not in models:
             continue
-        t_all = time.perf_counter()
-        dense, meta = load_dense(spec)
-        example = example_for(meta)
-        space = netdiet.analyze(dense, example)
-        tables = {b: LatencyTable.load(table_path(profile, name, b)) for b in prof["batches"]}
-        lat_models = {b: LatencyModel(space, t) for b, t in tables.items()}
-        for b, m in lat_models.items():
-            if not m.calibrated:
-                raise SystemExit(f"run `validate` first: {table_path(profile, name, b)} is not calibrated for {name}")
-        data_spec = dict(meta["data"])
-        data_spec.update(data_dir=str(ROOT.parent / "shared" / "data"), subset=spec["subset"])
-        data = build_data(DataSpec.from_json(data_spec))
-
-        def compress_one(budget: Any, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-            torch.manual_seed(seed)
-            data.train.seed = 1_000 + seed  # type: ignore[attr-defined]
-            cfg = TrainConfig(optimizer="sgd", lr=spec["lr"], weight_decay=5e-4, seed=seed, epochs=1, progress=False)
-            t = time.perf_counter()
-            res = netdiet.compress(
-                dense,
-                data.train,
-                budget,
-                method="l1l2",
-                epochs=spec["compress_epochs"],
-                finetune_epochs=spec["finetune_epochs"],
-                train_config=cfg,
-                example_inputs=example,
-                method_options={"lambda_lr": 0.2, "lowrank": False},
-                latency_batches=(),
-                latency_table=tables[prof["target_batch"]] if budget.needs_latency else None,
-                progress=False,
-            )
-            slim = res.model.eval()
-            counts, _ = res.exported.setting.counts()
-            flops = float(res.exported.cost["flops"])
-            run = {
-                "budget": budget.to_dict(),
-                "seed": seed,
-                "val_accuracy": evaluate(slim, data.eval["val"])["accuracy"],
-                "test_accuracy": evaluate(slim, data.eval["test"])["accuracy"],
-                "flops_ratio": flops / float(space.cost().flops),
-                "params": sum(p.numel() for p in slim.parameters()),
-                "kept": counts,
-                "wall_s": time.perf_counter() - t,
-            }
-            for b, m in lat_models.items():
-                run[f"predicted_ratio_b{b}"] = m.predict_keep(counts) / m.predict_keep(None)
-            print(json.dumps({k: v for k, v in run.items() if k != "kept"}), flush=True)
-            return slim, run
-
-        exports: dict[str, torch.nn.Module] = {"dense": dense}
-        runs: list[dict[str, Any]] = []
-        for seed in prof["seeds"]:
-            slim, run = compress_one(netdiet.Budget(latency=spec["latency_target"]), seed)
-            run["kind"] = "latency"
-            exports[f"latency/{seed}"] = slim
-            runs.append(run)
-        lat_flops = statistics.mean(r["flops_ratio"] for r in runs)
-        for offset in spec["flops_offsets"]:
-            ratio = round(min(0.99, lat_flops + offset), 4)
-            for seed in prof["seeds"]:
-                slim, run = compress_one(netdiet.Budget(flops=ratio), seed)
-                run["kind"] = "flops"
-                exports[f"flops={ratio}/{seed}"] = slim
-                runs.append(run)
-        # every export timed in one process, interleaved, best-of-rounds medians
-        measured: dict[str, dict[int, float]] = {}
-        for batch in prof["batches"]:
-            for _ in range(3):
-                for key, model in exports.items():
-                    ms = measure_model_ms(model, example, "onnxruntime", batch=batch, threads=prof["threads"])
-                    slot = measured.setdefault(key, {})
-                    slot[batch] = min(ms, slot.get(batch, float("inf")))
-        for run in runs:
-            key = f"latency/{run['seed']}" if run["kind"] == "latency" else f"flops={run['budget']['flops']}/{run['seed']}"
-            for b in prof["batches"]:
-                run[f"measured_ms_b{b}"] = measured[key][b]
-                run[f"measured_ratio_b{b}"] = measured[key][b] / measured["dense"][b]
-                pred = run[f"predicted_ratio_b{b}"]
-                run[f"measured_over_predicted_reduction_b{b}"] = (1 - run[f"measured_ratio_b{b}"]) / max(1 - pred, 1e-9)
-        results["models"][name] = {
-            "settings": spec,
-            "seeds": prof["seeds"],
-            "target_batch": prof["target_batch"],
-            "dense": {
-                "val_accuracy": evaluate(dense, data.eval["val"])["accuracy"],
-                "test_accuracy": evaluate(dense, data.eval["test"])["accuracy"],
-                **{f"measured_ms_b{b}": measured["dense"][b] for b in prof["batches"]},
-            },
-            "runs": runs,
-            "comparison": compare(runs, prof["batches"]),
-            "commit": commit(),
-            "machine": machine(),
-            "wall_s": time.perf_counter() - t_all,
-        }
+        results["models"][name] = compress_model(profile, prof, name, spec)
         write_json(out_path, results)
     write_markdown(profile)
+
+
+def compress_model(profile: str, prof: dict[str, Any], name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """(a) and (b) for one model, then every export timed; see the module docstring."""
+    import netdiet
+    from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
+    from netdiet.data import DataSpec, build_data
+    from netdiet.report.latency_e2e import prepare_runner, time_against_reference
+    from netdiet.train import TrainConfig, evaluate
+
+    t_all = time.perf_counter()
+    dense, meta = load_dense(spec)
+    example = example_for(meta)
+    space = netdiet.analyze(dense, example)
+    tables = {b: LatencyTable.load(table_path(profile, name, b)) for b in prof["batches"]}
+    lat_models = {b: LatencyModel(space, t) for b, t in tables.items()}
+    for b, m in lat_models.items():
+        if not m.calibrated:
+            raise SystemExit(
+                f"run `validate` first: {table_path(profile, name, b)} is not calibrated for {name}"
+            )
+    data_spec = dict(meta["data"])
+    data_spec.update(data_dir=str(ROOT.parent / "shared" / "data"), subset=spec["subset"])
+    data = build_data(DataSpec.from_json(data_spec))
+
+    def compress_one(budget: Any, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+        torch.manual_seed(seed)
+        data.train.seed = 1_000 + seed  # type: ignore[attr-defined]
+        cfg = TrainConfig(
+            optimizer="sgd", lr=spec["lr"], weight_decay=5e-4, seed=seed, epochs=1, progress=False
+        )
+        t = time.perf_counter()
+        res = netdiet.compress(
+            dense,
+            data.train,
+            budget,
+            method="l1l2",
+            epochs=spec["compress_epochs"],
+            finetune_epochs=spec["finetune_epochs"],
+            train_config=cfg,
+            example_inputs=example,
+            method_options={"lambda_lr": 0.2, "lowrank": False},
+            latency_batches=(),
+            latency_table=tables[prof["target_batch"]] if budget.needs_latency else None,
+            progress=False,
+        )
+        slim = res.model.eval()
+        counts, _ = res.exported.setting.counts()
+        flops = float(res.exported.cost["flops"])
+        run = {
+            "budget": budget.to_dict(),
+            "seed": seed,
+            "val_accuracy": evaluate(slim, data.eval["val"])["accuracy"],
+            "test_accuracy": evaluate(slim, data.eval["test"])["accuracy"],
+            "flops_ratio": flops / float(space.cost().flops),
+            "params": sum(p.numel() for p in slim.parameters()),
+            "kept": counts,
+            "wall_s": time.perf_counter() - t,
+        }
+        for b, m in lat_models.items():
+            run[f"predicted_ratio_b{b}"] = m.predict_keep(counts) / m.predict_keep(None)
+        print(json.dumps({k: v for k, v in run.items() if k != "kept"}), flush=True)
+        return slim, run
+
+    exports: dict[str, torch.nn.Module] = {"dense": dense}
+    runs: list[dict[str, Any]] = []
+    for seed in prof["seeds"]:
+        slim, run = compress_one(netdiet.Budget(latency=spec["latency_target"]), seed)
+        run["kind"] = "latency"
+        exports[f"latency/{seed}"] = slim
+        runs.append(run)
+    lat_flops = statistics.mean(r["flops_ratio"] for r in runs)
+    for offset in spec["flops_offsets"]:
+        ratio = round(min(0.99, lat_flops + offset), 4)
+        for seed in prof["seeds"]:
+            slim, run = compress_one(netdiet.Budget(flops=ratio), seed)
+            run["kind"] = "flops"
+            exports[f"flops={ratio}/{seed}"] = slim
+            runs.append(run)
+    # every export timed in one process, each right after the dense model, as a ratio to it
+    measured: dict[str, dict[int, float]] = {}
+    protocol = TimingProtocol(min_sample_ms=2.0)
+    for batch in prof["batches"]:
+        runners = {
+            key: prepare_runner(model, example, "onnxruntime", batch=batch, threads=prof["threads"])
+            for key, model in exports.items()
+        }
+        keys = [k for k in runners if k != "dense"]
+        dense_ms, others = time_against_reference(
+            runners["dense"], [runners[k] for k in keys], protocol, rounds=5
+        )
+        measured.setdefault("dense", {})[batch] = dense_ms
+        for key, ms in zip(keys, others):
+            measured.setdefault(key, {})[batch] = ms
+    for run in runs:
+        key = (
+            f"latency/{run['seed']}"
+            if run["kind"] == "latency"
+            else f"flops={run['budget']['flops']}/{run['seed']}"
+        )
+        for b in prof["batches"]:
+            run[f"measured_ms_b{b}"] = measured[key][b]
+            run[f"measured_ratio_b{b}"] = measured[key][b] / measured["dense"][b]
+            pred = run[f"predicted_ratio_b{b}"]
+            run[f"measured_over_predicted_reduction_b{b}"] = (1 - run[f"measured_ratio_b{b}"]) / max(
+                1 - pred, 1e-9
+            )
+    return {
+        "settings": spec,
+        "seeds": prof["seeds"],
+        "target_batch": prof["target_batch"],
+        "dense": {
+            "val_accuracy": evaluate(dense, data.eval["val"])["accuracy"],
+            "test_accuracy": evaluate(dense, data.eval["test"])["accuracy"],
+            **{f"measured_ms_b{b}": measured["dense"][b] for b in prof["batches"]},
+        },
+        "runs": runs,
+        "comparison": compare(runs, prof["batches"]),
+        "commit": commit(),
+        "machine": machine(),
+        "wall_s": time.perf_counter() - t_all,
+    }
 
 
 def compare(runs: list[dict[str, Any]], batches: list[int]) -> dict[str, Any]:
@@ -353,8 +382,8 @@ def write_markdown(profile: str) -> None:
             "training (l1l2 without low-rank, gated epochs + distilled fine-tune epochs, SGD), seeds as listed. (a): "
             "`latency=<target>` priced by the ONNX Runtime table at the target batch. (b): FLOPs budgets at and "
             "above the FLOPs of (a); the one chosen is the smallest whose mean val accuracy is at least (a)'s. "
-            "Latency: ONNX Runtime CPU, 1 thread, every export measured interleaved in one process (best of 3 "
-            "medians). measured/predicted = measured latency reduction / predicted reduction.",
+            "Latency: ONNX Runtime CPU, 1 thread, every export measured in one process right after the dense model, "
+            "as a ratio to it (median of 5 rounds) times the dense model's best median. measured/predicted = measured latency reduction / predicted reduction.",
             "",
         ]
         for name, res in data.items():
@@ -365,7 +394,11 @@ def write_markdown(profile: str) -> None:
                 "",
                 f"Commit {res['commit']}, {res['machine']}, wall {res['wall_s'] / 60:.1f} min, seeds {res['seeds']}, "
                 f"target batch {res['target_batch']}. Dense: test {100 * d['test_accuracy']:.2f}%, "
-                + ", ".join(f"b{k[-1] if k.endswith('1') else k.split('_b')[-1]} {v:.3f} ms" for k, v in d.items() if k.startswith("measured_ms"))
+                + ", ".join(
+                    f"b{k[-1] if k.endswith('1') else k.split('_b')[-1]} {v:.3f} ms"
+                    for k, v in d.items()
+                    if k.startswith("measured_ms")
+                )
                 + ".",
                 "",
                 "| run | budget | seed | val acc | test acc | FLOPs ratio | pred. ratio b1 | meas. ratio b1 | meas./pred. b1 | pred. ratio b64 | meas. ratio b64 | meas./pred. b64 |",
@@ -407,7 +440,9 @@ def write_markdown(profile: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("part", choices=["validate", "compress", "markdown"])
     parser.add_argument("--profile", default="cpu-quick", choices=sorted(PROFILES))
     parser.add_argument("--models", nargs="*", help="run only these models of the profile")

@@ -241,7 +241,13 @@ class Asymmetric(SyntheticBackend):
 def test_grid_rows_are_input_counts_and_columns_output_counts(cnn_space: Space) -> None:
     table = profile_space(cnn_space, Asymmetric(), BATCH, probe=False, progress=False)
     for entry in table.entries.values():
-        assert entry.multiple == 1 and entry.probe == {} and entry.unaligned is None  # probe=False
+        assert entry.multiple == 1 and entry.probe == {}  # probe=False
+        # the unaligned grid is measured whatever the probe says, one below each multiple of 8
+        assert entry.unaligned is not None and entry.align == 8
+        for i, c_in in enumerate(entry.unaligned.in_points):
+            for j, c_out in enumerate(entry.unaligned.out_points or []):
+                assert c_out % 8 != 0 or c_out == 1 or c_out == entry.out_points[-1]
+                assert entry.unaligned.ms[i][j] == pytest.approx(0.001 * c_in + c_out)
         for i, c_in in enumerate(entry.in_points):
             for j, c_out in enumerate(entry.out_points or []):
                 assert entry.grid.ms[i][j] == pytest.approx(0.001 * c_in + c_out)

@@ -1,7 +1,7 @@
 """The latency model of one model on one table: predicted ms of any keep-setting, exact or relaxed.
 
     predicted = scale * sum over conv/linear layers of T_layer(kept in, kept out)
-                + unaligned_ms * (layers whose counts are off their paying multiple)
+                + unaligned_ms * (layers whose counts are off their grid's multiple)
                 + activation_ms * (millions of elements entering and leaving those layers) + overhead
 
 T_layer is the layer's table entry, interpolated; `scale`, `unaligned_ms` and `overhead` are the per-model
@@ -139,16 +139,16 @@ class LatencyModel:
 
     @staticmethod
     def _grid(entry: TableEntry, need: LayerNeed, c_in: Any, c_out: Any) -> Grid:
-        """The unaligned grid for whole counts off the paying multiple; the aligned one otherwise
+        """The unaligned grid for whole counts off the grid's multiple (`align`); the aligned one otherwise
         (relaxed counts price the aligned grid: read-off rounds to the multiple)."""
-        if entry.unaligned is None or entry.multiple <= 1:
+        if entry.unaligned is None:
             return entry.grid
         free = [c_in] if need.free_in else []
         if need.free_out and not need.signature.one_axis:
             free.append(c_out)
         for c in free:
             value = float(c.detach()) if isinstance(c, torch.Tensor) else float(c)
-            if abs(value - round(value)) < 1e-6 and round(value) % entry.multiple != 0:
+            if abs(value - round(value)) < 1e-6 and round(value) % entry.align != 0:
                 return entry.unaligned
         return entry.grid
 

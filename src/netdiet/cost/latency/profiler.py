@@ -146,14 +146,17 @@ def profile_space(
             multiple, record = probe_multiple(backend, widest, batch) if probe else (1, {})
             ins, outs = _points(needs, align=max(8, multiple))
             grid = measure_grid(backend, widest.signature, batch, ins, outs, _NoBar())
+            # measured for every shape, not only where rounding pays: a runtime may still pick a slower
+            # kernel off the grid's multiples, and an interpolant between multiples would not see it
+            align = max(8, multiple)
+            free_in = any(n.free_in for n in needs)
+            free_out = any(n.free_out for n in needs)
+            u_in = unaligned_points(ins, free_in, align)
+            u_out = None if outs is None else unaligned_points(outs, free_out, align)
             unaligned = None
-            if multiple > 1:
-                u_in = unaligned_points(ins, any(n.free_in for n in needs), multiple)
-                u_out = (
-                    None if outs is None else unaligned_points(outs, any(n.free_out for n in needs), multiple)
-                )
+            if u_in != ins or (outs is not None and u_out != outs):
                 unaligned = measure_grid(backend, widest.signature, batch, u_in, u_out, _NoBar())
-            entry = TableEntry(widest.signature, grid, multiple, unaligned, record)
+            entry = TableEntry(widest.signature, grid, multiple, unaligned, record, align)
             table.entries[key] = entry
             if path is not None:
                 table.save(path)

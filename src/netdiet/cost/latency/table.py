@@ -57,10 +57,10 @@ class Grid:
 class TableEntry:
     """One signature's measurements.
 
-    `grid` is measured at channel counts that are multiples of `multiple` (the multiple the probe measured
-    to pay on this backend; 1: none does). Where one pays, `unaligned` holds the same grid one channel
-    below each multiple, because runtimes such as ONNX Runtime switch to a slower kernel off the multiple
-    and an interpolant between multiples would not see it. `probe` keeps the raw probe timings.
+    `multiple` is the channel multiple the probe measured to pay on this backend (1: none does); read-off
+    rounds to it. `grid` is measured at multiples of `align` (max(8, multiple)) and `unaligned` at one
+    channel below each of them, because runtimes such as ONNX Runtime switch to a slower kernel off their
+    block size and an interpolant between multiples would not see it. `probe` keeps the probe timings.
     """
 
     signature: LayerSignature
@@ -68,6 +68,7 @@ class TableEntry:
     multiple: int = 1
     unaligned: Grid | None = None
     probe: dict[str, Any] = field(default_factory=dict)
+    align: int = 8
 
     @property
     def in_points(self) -> list[int]:
@@ -83,6 +84,7 @@ class TableEntry:
             **self.grid.to_dict(),
             "multiple": self.multiple,
             "unaligned": self.unaligned.to_dict() if self.unaligned is not None else None,
+            "align": self.align,
             "probe": self.probe,
         }
 
@@ -94,13 +96,14 @@ class TableEntry:
         try:
             sig = LayerSignature.from_dict(data["signature"])
             multiple = int(data.get("multiple", 1))
+            align = int(data.get("align", max(8, multiple)))
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencyTableError(f"{where}: missing or malformed field ({exc})") from None
         grid = Grid.from_dict(where, data)
         raw = data.get("unaligned")
         unaligned = Grid.from_dict(f"{where} (unaligned)", raw) if raw is not None else None
         probe = data.get("probe") or {}
-        return cls(sig, grid, multiple, unaligned, dict(probe) if isinstance(probe, dict) else {})
+        return cls(sig, grid, multiple, unaligned, dict(probe) if isinstance(probe, dict) else {}, align)
 
 
 def _check_grid(where: str, in_points: list[int], out_points: list[int] | None, ms: Any) -> None:
