@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         result = validate_latency(space, table, n=args.validate, progress=log)
         table.calibration[latency.fingerprint]["validation"] = result
         table.save(out)
-        summary["validation"] = {k: result[k] for k in ("median_abs_error", "max_abs_error")}
+        keys = ("median_abs_error", "max_abs_error", "median_abs_ratio_error", "max_abs_ratio_error")
+        summary["validation"] = {k: result[k] for k in keys}
     print(json.dumps(summary, indent=1))
     return 0

@@ -8,7 +8,10 @@ timing hit by a burst of load on a shared machine does not bend the fit. The fit
 under the model's fingerprint.
 
 `validate_latency` measures other random variants (a different seed: held out from the fit) and reports
-the prediction error. Timings are medians under the table's protocol, on the table's backend.
+the prediction error twice: of the latency itself, and of the latency relative to the dense model measured
+in the same pass (what a relative budget such as latency=0.6 relies on; immune to the machine being
+faster or slower than when the table was calibrated). Timings are medians under the table's protocol, on
+the table's backend.
 """
 
 from __future__ import annotations
@@ -162,10 +165,13 @@ def validate_latency(
         )
     rows = []
     keeps = random_variants(space, n, seed, model.group_multiples())
-    all_measured = measure_keeps(space, list(keeps), table)
+    dense_measured, *all_measured = measure_keeps(space, [None, *keeps], table)
+    dense_predicted = model.predict_keep(None)
     for i, (keep, measured) in enumerate(zip(keeps, all_measured)):
         predicted = model.predict_keep(keep)
         flops_ratio = float(space.cost(keep).flops) / float(space.cost().flops)
+        predicted_ratio = predicted / dense_predicted
+        measured_ratio = measured / dense_measured
         rows.append(
             {
                 "variant": i,
@@ -173,16 +179,24 @@ def validate_latency(
                 "predicted_ms": predicted,
                 "measured_ms": measured,
                 "error": (predicted - measured) / measured,
+                "predicted_ratio": predicted_ratio,
+                "measured_ratio": measured_ratio,
+                "ratio_error": (predicted_ratio - measured_ratio) / measured_ratio,
             }
         )
         if progress:
             progress(f"validate {i + 1}/{n}: predicted {predicted:.3f} ms, measured {measured:.3f} ms")
     errors = [abs(r["error"]) for r in rows]
+    ratio_errors = [abs(r["ratio_error"]) for r in rows]
     return {
         "backend": table.backend,
         "batch": table.batch,
         "variants": rows,
+        "dense_measured_ms": dense_measured,
+        "dense_predicted_ms": dense_predicted,
         "median_abs_error": statistics.median(errors),
         "max_abs_error": max(errors),
+        "median_abs_ratio_error": statistics.median(ratio_errors),
+        "max_abs_ratio_error": max(ratio_errors),
         "seed": seed,
     }

@@ -400,6 +400,13 @@ def test_calibration_on_synthetic_recovers_the_overhead_and_predicts_aligned_var
     for row in result["variants"]:
         assert row["error"] == pytest.approx((row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"])
     assert result["max_abs_error"] >= result["median_abs_error"] >= 0
+    # the ratio error compares latency relative to the dense model measured in the same pass
+    assert result["dense_measured_ms"] == pytest.approx(dense_ms, rel=1e-12)
+    for row in result["variants"]:
+        assert row["measured_ratio"] == pytest.approx(row["measured_ms"] / dense_ms)
+        assert row["predicted_ratio"] == pytest.approx(row["predicted_ms"] / model.predict_keep(None))
+        assert row["ratio_error"] == pytest.approx(row["predicted_ratio"] / row["measured_ratio"] - 1)
+    assert result["max_abs_ratio_error"] >= result["median_abs_ratio_error"] >= 0
 
 
 def test_unaligned_counts_price_the_unaligned_grid_and_the_calibrated_terms(cnn_space: Space) -> None:
