@@ -114,7 +114,23 @@ def read_off(
         return metric_of(space, counts, ranks, metric, latency)
 
     def marginals() -> dict[tuple[str, str], float]:
-        """d metric / d count for every knob at once (FLOPs are multilinear in the counts)."""
+        """Saving per unit of one step down, for every knob.
+
+        Counted metrics are multilinear in the counts: one autograd pass gives every derivative. Measured
+        latency is piecewise linear, flat in places and not monotone across channel multiples, so there
+        each knob's saving is the exact difference of one step down.
+        """
+        if latency is not None and metric == "latency_ms":
+            base = current()
+            out: dict[tuple[str, str], float] = {}
+            for key in kept:
+                if kept[key] - step[key] < min_keep[key]:
+                    out[key] = 0.0
+                    continue
+                kept[key] -= step[key]
+                out[key] = (base - current()) / step[key]
+                kept[key] += step[key]
+            return out
         leaves = {
             key: torch.tensor(float(n), dtype=torch.float64, requires_grad=True) for key, n in kept.items()
         }

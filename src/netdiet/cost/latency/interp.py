@@ -33,7 +33,10 @@ def interpolate(entry: Grid, c_in: float, c_out: float) -> float:
         return float(values)
     grid = [np.asarray(axes[i], dtype=np.float64) for i in keep]
     clamped = [min(max(float(point[i]), g[0]), g[-1]) for i, g in zip(keep, grid)]
-    fn = RegularGridInterpolator(grid, values, method="linear")
+    fn = entry.__dict__.get("_interpolator")  # read-off prices thousands of settings: build it once
+    if fn is None:
+        fn = RegularGridInterpolator(grid, values, method="linear")
+        entry.__dict__["_interpolator"] = fn
     return float(fn(np.asarray([clamped]))[0])
 
 
