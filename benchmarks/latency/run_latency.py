@@ -167,6 +167,9 @@ def run_validate(profile: str, models: list[str] | None) -> None:
                 "fit_median_abs_error": cal["fit_median_abs_error"],
                 "median_abs_error": result["median_abs_error"],
                 "max_abs_error": result["max_abs_error"],
+                "median_abs_ratio_error": result["median_abs_ratio_error"],
+                "max_abs_ratio_error": result["max_abs_ratio_error"],
+                "dense_validation_measured_ms": result["dense_measured_ms"],
                 "variants": result["variants"],
                 "profile_and_calibrate_s": t_profile,
                 "wall_s": time.perf_counter() - t0,
@@ -369,12 +372,18 @@ def write_markdown(profile: str) -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in runs:
+            ratio_errors = [abs(v["ratio_error"]) for v in r["variants"] if "ratio_error" in v]
+            ratio = (
+                f"**{100 * statistics.median(ratio_errors):.1f}%** ({100 * max(ratio_errors):.1f}%)"
+                if ratio_errors
+                else "-"
+            )
+            dense_val = r.get("dense_validation_measured_ms")
             lines.append(
                 f"| {r['model']} | {r['batch']} | {r['layer_shapes']} | {r['multiples']} "
-                f"| {r['dense_measured_ms']:.3f} / {r['dense_validation_measured_ms']:.3f} "
+                f"| {r['dense_measured_ms']:.3f} / {f'{dense_val:.3f}' if dense_val else '-'} "
                 f"| {100 * r['fit_median_abs_error']:.1f}% | **{100 * r['median_abs_error']:.1f}%** ({100 * r['max_abs_error']:.1f}%) "
-                f"| **{100 * r['median_abs_ratio_error']:.1f}%** ({100 * r['max_abs_ratio_error']:.1f}%) "
-                f"| {r['wall_s']:.0f} | {r['commit']} | {r['machine']} |"
+                f"| {ratio} | {r['wall_s']:.0f} | {r['commit']} | {r['machine']} |"
             )
         lines.append("")
     comp_path = HERE / f"compress-{profile}.json"
