@@ -120,9 +120,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 # ----- validate ---------------------------------------------------------------------------------------
+RECALIBRATE = [False]
+
+
 def run_validate(profile: str, models: list[str] | None) -> None:
     import netdiet
-    from netdiet.cost.latency import LatencyModel
+    from netdiet.cost.latency import LatencyModel, LatencyTable
     from netdiet.profiling import prepare_latency_table
     from netdiet.report import validate_latency
 
@@ -138,6 +141,10 @@ def run_validate(profile: str, models: list[str] | None) -> None:
         for batch in prof["batches"]:
             t0 = time.perf_counter()
             path = table_path(profile, name, batch)
+            if RECALIBRATE[0] and path.exists():
+                stale = LatencyTable.load(path)
+                stale.calibration.pop(LatencyModel(space, stale).fingerprint, None)
+                stale.save(path)
             table = prepare_latency_table(
                 space,
                 path,
@@ -460,7 +467,14 @@ def main() -> None:
     parser.add_argument("part", choices=["validate", "compress", "markdown"])
     parser.add_argument("--profile", default="cpu-quick", choices=sorted(PROFILES))
     parser.add_argument("--models", nargs="*", help="run only these models of the profile")
+    parser.add_argument("--batches", type=int, nargs="*", help="validate: only these batch sizes")
+    parser.add_argument(
+        "--recalibrate", action="store_true", help="validate: drop the tables' calibration and fit it again"
+    )
     args = parser.parse_args()
+    if args.batches:
+        PROFILES[args.profile]["batches"] = args.batches
+    RECALIBRATE[0] = args.recalibrate
     torch.set_num_threads(PROFILES[args.profile]["threads"])
     if args.part == "validate":
         run_validate(args.profile, args.models)
