@@ -20,31 +20,6 @@ except ImportError:
     HAVE_ORT = False
 
 
-@pytest.fixture(scope="module")
-def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dense")
-    argv = [
-        "train",
-        "--model",
-        "resnet20",
-        "--model-opt",
-        "widths=[8,16,32]",
-        "--data",
-        "digits",
-        "--image-size",
-        "16",
-        "--epochs",
-        "1",
-        "--lr",
-        "0.05",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    assert main(argv) == 0
-    return out
-
-
 def test_compress_cli_writes_model_report_and_loads_back(dense_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "slim"
     argv = [

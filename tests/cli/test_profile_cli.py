@@ -136,33 +136,6 @@ def test_profile_bad_options(
 # ----- netdiet compress --budget latency= -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dense")
-    argv = [
-        "train",
-        "--model",
-        "resnet20",
-        "--model-opt",
-        "widths=[8,16,32]",
-        "--data",
-        "digits",
-        "--image-size",
-        "16",
-        "--subset",
-        "256",
-        "--epochs",
-        "1",
-        "--lr",
-        "0.05",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    assert main(argv) == 0
-    return out
-
-
 def test_compress_cli_with_a_latency_budget_profiles_and_reports_latency(
     dense_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
