@@ -308,8 +308,8 @@ def compress_model(profile: str, prof: dict[str, Any], name: str, spec: dict[str
             run[f"measured_ms_b{b}"] = measured[key][b]
             run[f"measured_ratio_b{b}"] = measured[key][b] / measured["dense"][b]
             pred = run[f"predicted_ratio_b{b}"]
-            run[f"measured_over_predicted_reduction_b{b}"] = (1 - run[f"measured_ratio_b{b}"]) / max(
-                1 - pred, 1e-9
+            run[f"measured_over_predicted_reduction_b{b}"] = change_quotient(
+                run[f"measured_ratio_b{b}"], pred
             )
     return {
         "settings": spec,
@@ -326,6 +326,12 @@ def compress_model(profile: str, prof: dict[str, Any], name: str, spec: dict[str
         "machine": machine(),
         "wall_s": time.perf_counter() - t_all,
     }
+
+
+def change_quotient(measured_ratio: float, predicted_ratio: float) -> float | None:
+    """Measured latency change over predicted change (1 - ratio each; both negative for a slowdown)."""
+    predicted = 1 - predicted_ratio
+    return (1 - measured_ratio) / predicted if abs(predicted) > 1e-9 else None
 
 
 def compare(runs: list[dict[str, Any]], batches: list[int]) -> dict[str, Any]:
@@ -359,6 +365,10 @@ def compare(runs: list[dict[str, Any]], batches: list[int]) -> dict[str, Any]:
 
 
 # ----- markdown ---------------------------------------------------------------------------------------
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def write_markdown(profile: str) -> None:
     lines = [f"# Latency benchmark ({profile})", ""]
     val_path = HERE / f"validation-{profile}.json"
@@ -404,7 +414,7 @@ def write_markdown(profile: str) -> None:
             "`latency=<target>` priced by the ONNX Runtime table at the target batch. (b): FLOPs budgets at and "
             "above the FLOPs of (a); the one chosen is the smallest whose mean val accuracy is at least (a)'s. "
             "Latency: ONNX Runtime CPU, 1 thread, every export measured in one process right after the dense model, "
-            "as a ratio to it (median of 5 rounds) times the dense model's best median. measured/predicted = measured latency reduction / predicted reduction.",
+            "as a ratio to it (median of 5 rounds) times the dense model's best median. measured/predicted = measured latency reduction / predicted reduction (1 - ratio each; for an export slower than dense both are negative and it reads measured slowdown / predicted slowdown).",
             "",
         ]
         for name, res in data.items():
@@ -433,7 +443,7 @@ def write_markdown(profile: str) -> None:
                         cells += [
                             f"{r[f'predicted_ratio_b{b}']:.3f}",
                             f"{r[f'measured_ratio_b{b}']:.3f}",
-                            f"{r[f'measured_over_predicted_reduction_b{b}']:.2f}",
+                            _fmt(change_quotient(r[f"measured_ratio_b{b}"], r[f"predicted_ratio_b{b}"])),
                         ]
                     else:
                         cells += ["-", "-", "-"]
