@@ -113,10 +113,11 @@ def compress(
     inputs = example_inputs if example_inputs is not None else _first_inputs(train_data)
     if isinstance(budget, str):
         budget = Budget.parse(budget)
+    space = analyze(model, inputs, exclude=exclude)  # traced once, shared by the table and the method
     table: LatencyTable | None = None
     if budget.needs_latency or latency_table is not None:
         table = prepare_latency_table(
-            analyze(model, inputs, exclude=exclude),
+            space,
             latency_table,
             backend=latency_backend,
             batch=latency_batch,
@@ -131,6 +132,7 @@ def compress(
         exclude=exclude,
         latency_table=table,
         force_table=True,  # checked (or forced by the caller) just above
+        space=space,
         **(method_options or {}),
     )
     base = train_config or TrainConfig(progress=progress)
@@ -156,7 +158,7 @@ def compress(
             return float(evaluate(m, eval_data)["accuracy"])
         return None
 
-    dense_cost = cost(analyze(model, inputs), per_layer=False)
+    dense_cost = cost(space, per_layer=False)
     report: dict[str, Any] = {
         "method": method,
         "budget": comp.budget.to_dict(),

@@ -38,7 +38,7 @@ from netdiet.methods.l1l2 import L1L2
 from netdiet.methods.readoff import Setting
 from netdiet.methods.registry import make_method
 from netdiet.profiling import check_table_here
-from netdiet.space import analyze
+from netdiet.space import Space, analyze
 
 
 @dataclass
@@ -75,16 +75,18 @@ class Compressor:
         exclude: Sequence[Any] = (),
         latency_table: LatencyTable | str | Path | None = None,
         force_table: bool = False,
+        space: Space | None = None,
         **config: Any,
     ) -> None:
         """`latency_table` (a LatencyTable or a JSON path from `netdiet profile`) prices a latency budget;
-        a table measured on another device or runtime is refused unless `force_table`."""
+        a table measured on another device or runtime is refused unless `force_table`. `space`: the
+        analysis of `model` with these inputs and `exclude`, if the caller already has it."""
         if isinstance(budget, str):
             budget = Budget.parse(budget)
         if not isinstance(budget, Budget):
             raise ConfigError(f"budget must be a netdiet.Budget or a string like 'flops=0.5', got {budget!r}")
         self.budget = budget
-        self.space = analyze(model, example_inputs, exclude=exclude)
+        self.space = space if space is not None else analyze(model, example_inputs, exclude=exclude)
         self.latency: LatencyModel | None = None
         if latency_table is not None:
             table = (

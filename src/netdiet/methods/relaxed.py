@@ -12,7 +12,8 @@ def relaxed_count(a: torch.Tensor) -> torch.Tensor:
     invariant to rescaling a: shrinking every gate does not lower it, only making some gates small
     relative to the others does. That is why it counts units instead of measuring weight."""
     a = a.abs()
-    return a.sum() ** 2 / (a.pow(2).sum() + EPS)
+    # clamp rather than add: an added epsilon pulls S below 1 for small gates and breaks scale invariance
+    return a.sum() ** 2 / a.pow(2).sum().clamp_min(EPS)
 
 
 def readoff_threshold(a: torch.Tensor) -> torch.Tensor:

@@ -101,16 +101,6 @@ def measure_model_ms(
     return runner.time(protocol or TimingProtocol())
 
 
-def time_interleaved(runners: list[Runner], protocol: TimingProtocol, rounds: int = 3) -> list[float]:
-    """Each runner's best median over `rounds` passes over all of them: a burst of load on a shared
-    machine then hits every model alike instead of one."""
-    best = [float("inf")] * len(runners)
-    for _ in range(rounds):
-        for i, runner in enumerate(runners):
-            best[i] = min(best[i], runner.time(protocol))
-    return best
-
-
 def time_against_reference(
     reference: Runner, runners: list[Runner], protocol: TimingProtocol, rounds: int = 3
 ) -> tuple[float, list[float]]:

@@ -52,7 +52,7 @@ def _points(needs: list[LayerNeed], align: int) -> tuple[list[int], list[int] | 
 
 
 def measure_grid(
-    backend: LayerBackend, sig: LayerSignature, batch: int, ins: list[int], outs: list[int] | None, bar: Any
+    backend: LayerBackend, sig: LayerSignature, batch: int, ins: list[int], outs: list[int] | None
 ) -> Grid:
     ms: list[Any] = []
     for c_in in ins:
@@ -60,7 +60,6 @@ def measure_grid(
             ms.append(backend.time_layer(sig, batch, c_in, c_in))
         else:
             ms.append([backend.time_layer(sig, batch, c_in, c_out) for c_out in outs])
-        bar.update(1)
     return Grid(ins, outs, ms)
 
 
@@ -145,7 +144,7 @@ def profile_space(
             widest = needs[0]
             multiple, record = probe_multiple(backend, widest, batch) if probe else (1, {})
             ins, outs = _points(needs, align=max(8, multiple))
-            grid = measure_grid(backend, widest.signature, batch, ins, outs, _NoBar())
+            grid = measure_grid(backend, widest.signature, batch, ins, outs)
             # measured for every shape, not only where rounding pays: a runtime may still pick a slower
             # kernel off the grid's multiples, and an interpolant between multiples would not see it
             align = max(8, multiple)
@@ -155,7 +154,7 @@ def profile_space(
             u_out = None if outs is None else unaligned_points(outs, free_out, align)
             unaligned = None
             if u_in != ins or (outs is not None and u_out != outs):
-                unaligned = measure_grid(backend, widest.signature, batch, u_in, u_out, _NoBar())
+                unaligned = measure_grid(backend, widest.signature, batch, u_in, u_out)
             entry = TableEntry(widest.signature, grid, multiple, unaligned, record, align)
             table.entries[key] = entry
             if path is not None:
