@@ -3,14 +3,20 @@
 Sits beside the pipeline: it composes the method stage (Compressor), the trainer and the report stage.
 
 1. analyse the model and attach the method (l1l2: gates; baselines: nothing);
-2. train the gated copy for `epochs` with the method's penalty in the one training loop (l1l2 only);
+2. train the gated copy for `epochs` with the method's penalty in the one training loop (methods that
+   train), distilling from the dense model;
 3. read off a setting within the budget and export the slim model (verified against the masked one);
 4. fine-tune the slim model for `finetune_epochs`, distilling from the dense model;
 5. measure both: accuracy, exact FLOPs/params, CPU latency.
+
+The user's model is never touched: the teacher and every measurement of "dense" use a frozen copy.
+Without a `train_config` the optimiser is one meant for *fine-tuning a trained model* (see
+`default_finetune_config`), not for training from scratch.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +33,6 @@ from netdiet.data.adapt import as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget
-from netdiet.methods.l1l2 import L1L2
 from netdiet.profiling import prepare_latency_table
 from netdiet.report import compare_latency
 from netdiet.report.latency_e2e import prepare_runner, time_against_reference
@@ -42,6 +47,8 @@ class CompressionResult:
     report: dict[str, Any]
     exported: Exported
     history: list[dict[str, Any]] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)  # per gated step: cost, target, lambda, loss
+    snapshots: list[dict[str, Any]] = field(default_factory=list)  # gate values at a few steps
 
 
 class _Hook:
@@ -53,8 +60,11 @@ class _Hook:
     def penalty(self) -> torch.Tensor:
         return self.compressor.penalty()
 
-    def after_step(self) -> None:
-        self.compressor.step()
+    def begin(self, total_steps: int) -> None:
+        self.compressor.begin(total_steps)
+
+    def after_step(self, loss: float) -> None:
+        self.compressor.step(loss)
 
     def status(self) -> dict[str, float]:
         s = self.compressor.status()
@@ -62,6 +72,30 @@ class _Hook:
         if "lam" in s:
             out["lam"] = s["lam"]
         return out
+
+
+def default_finetune_config(model: nn.Module, progress: bool = True) -> TrainConfig:
+    """Settings for fine-tuning an already trained model, safe on models netdiet has not seen.
+
+    A from-scratch learning rate (SGD 0.1) wrecks a trained model in a few steps and can diverge on
+    residual/concat/depthwise CNNs; fine-tuning wants about a tenth of it, a short warm-up while the
+    pruned model re-settles, and clipping as a guard. Models with embeddings or attention (transformers)
+    get AdamW at a fine-tuning rate instead.
+    """
+    transformer = any(isinstance(m, (nn.Embedding, nn.MultiheadAttention)) for m in model.modules())
+    if transformer:
+        return TrainConfig(optimizer="adamw", lr=5e-5, weight_decay=0.01, grad_clip=1.0, progress=progress)
+    return TrainConfig(
+        optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, grad_clip=5.0, progress=progress
+    )
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode, gradient-free copy of the user's model: the teacher and the dense reference."""
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
 
 
 def _first_inputs(loader: Loader) -> tuple[torch.Tensor, ...]:
@@ -76,8 +110,8 @@ def compress(
     budget: Budget | str,
     *,
     method: str = "l1l2",
-    epochs: int = 1,
-    finetune_epochs: int = 1,
+    epochs: float = 1,
+    finetune_epochs: float = 1,
     eval_data: Loader | Any | None = None,
     eval_fn: Callable[[nn.Module], float] | None = None,
     example_inputs: Any = None,
@@ -96,7 +130,9 @@ def compress(
 
     `eval_data` (a held-out split, never the test split used for reporting) or `eval_fn(model) -> metric`
     measures accuracy. `train_config` sets the optimizer and schedule of both phases (its `epochs` is
-    replaced by `epochs` and `finetune_epochs`).
+    replaced by `epochs` and `finetune_epochs`); without one, `default_finetune_config(model)`.
+    `distill` weights distillation from the dense model in both phases (0 = off). A NaN/inf loss,
+    gradient or gate stops the run with `netdiet.errors.NonFiniteError`.
 
     A latency budget (`latency=0.6`, `latency_ms=2.0`) is priced by `latency_table` (a LatencyTable or
     a JSON path; completed and calibrated for this model if needed, and written back to the path). Without
@@ -135,21 +171,27 @@ def compress(
         space=space,
         **(method_options or {}),
     )
-    base = train_config or TrainConfig(progress=progress)
+    if not 0 <= distill <= 1:
+        raise ConfigError(f"distill must be in [0, 1], got {distill}")
+    base = train_config or default_finetune_config(model, progress=progress)
+    dense_ref = frozen_copy(model)
+    teacher = dense_ref if distill > 0 else None
     history: list[dict[str, Any]] = []
     t_train = time.perf_counter()
-    if isinstance(comp.method, L1L2) and epochs > 0:
-        cfg = replace(base, epochs=epochs, kd_alpha=0.0)
-        history += fit_inplace(comp.model, train_data, {}, cfg, step_hook=_Hook(comp)).history
+    if comp.needs_training and epochs > 0:
+        cfg = replace(base, epochs=epochs, kd_alpha=distill)
+        history += fit_inplace(
+            comp.model, train_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
+        ).history
     compress_train_s = time.perf_counter() - t_train
     exported = comp.export()
     slim = exported.model
     t_ft = time.perf_counter()
     if finetune_epochs > 0:
-        cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill if distill > 0 else 0.0)
-        teacher = model if distill > 0 else None
+        cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill)
         history += fit_inplace(slim, train_data, {}, cfg, teacher=teacher).history
     finetune_s = time.perf_counter() - t_ft
+    model = dense_ref  # every measurement of "dense" below uses the copy
 
     def score(m: nn.Module) -> float | None:
         if eval_fn is not None:
@@ -189,7 +231,30 @@ def compress(
         lat = compare_latency({"dense": model, "compressed": slim}, batch_inputs, repeats=20)
         report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
         report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
-    return CompressionResult(slim, exported.recipe, report, exported, history)
+    report["dynamics"] = dynamics_summary(comp)
+    return CompressionResult(slim, exported.recipe, report, exported, history, comp.trace, snapshots(comp))
+
+
+def snapshots(comp: Compressor) -> list[dict[str, Any]]:
+    return list(getattr(comp.method, "snapshots", []))
+
+
+def dynamics_summary(comp: Compressor) -> dict[str, Any]:
+    """Where the gated phase ended: relaxed cost against the budget, lambda, whether it hardened."""
+    trace = comp.trace
+    if not trace:
+        return {"gated_steps": 0}
+    last = trace[-1]
+    hard = [t for t in trace if t.get("phase") == "harden"]
+    return {
+        "gated_steps": len(trace),
+        # during hardening the relaxed cost keeps falling as dropped gates fade; the exported cost is in
+        # report["compressed"], the cost the gates had reached when the setting was fixed is here
+        "budget_ratio": last["budget_ratio"],
+        "cost_ratio_at_hardening": hard[0]["cost_ratio"] if hard else None,
+        "final_lambda": last["lam"],
+        "hardened": bool(hard),
+    }
 
 
 def latency_section(

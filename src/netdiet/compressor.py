@@ -1,14 +1,16 @@
 """`Compressor`: compression inside the user's own training loop.
 
-    comp = netdiet.Compressor(model, example_inputs, budget=Budget(flops=0.5), method="l1l2")
-    opt = torch.optim.SGD(comp.model.parameters(), lr=0.05)     # train comp.model, a copy
+    comp = netdiet.Compressor(model, example_inputs, budget=Budget(flops=0.5), method="l1l2",
+                              total_steps=epochs * len(loader))
+    opt = torch.optim.SGD(comp.model.parameters(), lr=0.01)     # train comp.model, a copy
     for x, y in loader:
         loss = F.cross_entropy(comp.model(x), y) + comp.penalty()
-        opt.zero_grad(); loss.backward(); opt.step(); comp.step()
+        opt.zero_grad(); loss.backward(); opt.step(); comp.step(loss.item())
     result = comp.export()                                      # slim model under the budget
 
 The user's model is copied, never modified; the loop, optimizer and schedule stay the user's. The gates
-are not in `comp.model.parameters()`: the compressor trains them itself in `step()`.
+are not in `comp.model.parameters()`: the compressor trains them itself in `step()`. `total_steps` (or
+`comp.begin(total_steps)`) is the length of the loop: l1l2 spreads its schedule over it.
 
 This facade sits beside the pipeline: it drives a method (stage 4) and then the exporter (stage 5), so
 the methods themselves never import the export stage.
@@ -34,7 +36,6 @@ from netdiet.export import RECIPE_ATTR, export_model
 from netdiet.export.lowrank import factorize, pays
 from netdiet.export.verify import verify as verify_outputs
 from netdiet.methods import Budget, Method
-from netdiet.methods.l1l2 import L1L2
 from netdiet.methods.readoff import Setting
 from netdiet.methods.registry import make_method
 from netdiet.profiling import check_table_here
@@ -76,6 +77,7 @@ class Compressor:
         latency_table: LatencyTable | str | Path | None = None,
         force_table: bool = False,
         space: Space | None = None,
+        total_steps: int | None = None,
         **config: Any,
     ) -> None:
         """`latency_table` (a LatencyTable or a JSON path from `netdiet profile`) prices a latency budget;
@@ -101,6 +103,16 @@ class Compressor:
                     stacklevel=2,
                 )
         self.method: Method = make_method(method, model, self.space, budget, latency=self.latency, **config)
+        if total_steps is not None:
+            self.begin(total_steps)
+
+    def begin(self, total_steps: int) -> None:
+        """Tell the method how many optimizer steps the training loop will make."""
+        self.method.begin(total_steps)
+
+    @property
+    def needs_training(self) -> bool:
+        return self.method.needs_training
 
     @property
     def model(self) -> nn.Module:
@@ -111,15 +123,19 @@ class Compressor:
         """Add to the task loss before backward()."""
         return self.method.penalty()
 
-    def step(self) -> None:
-        """Call right after the user's optimizer.step()."""
-        self.method.step()
+    def step(self, loss: float | None = None) -> None:
+        """Call right after the user's optimizer.step(); pass the step's loss to have it checked and logged."""
+        self.method.step(loss)
 
     def status(self) -> dict[str, float]:
         out = {"target": self.method.target, "dense": self.method.dense}
-        if isinstance(self.method, L1L2):
-            out.update(surrogate=self.method.last_surrogate, lam=self.method.lam)
+        out.update(self.method.status())
         return out
+
+    @property
+    def trace(self) -> list[dict[str, Any]]:
+        """Per-step records of the method (relaxed cost, target, lambda, loss), empty for one-shot methods."""
+        return list(getattr(self.method, "trace", []))
 
     def export(self, verify: bool = True) -> Exported:
         """Read off a setting within the budget and return the slim, verified model."""

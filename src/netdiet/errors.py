@@ -39,3 +39,17 @@ class ConfigError(NetdietError, ValueError):
 
 class LatencyTableError(NetdietError, ValueError):
     """A latency table is unreadable, corrupt, or was measured on another device, runtime or batch."""
+
+
+class NonFiniteError(NetdietError, FloatingPointError):
+    """Training produced a NaN or infinite loss, gradient, weight or gate: the run is stopped at once.
+
+    `step` is the 1-based optimizer step at which it was seen (None outside a training loop), `what` names
+    the quantity and `value` is what it was.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, what: str = "", value: float = float("nan")):
+        super().__init__(message)
+        self.step = step
+        self.what = what
+        self.value = value

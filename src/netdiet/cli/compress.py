@@ -18,7 +18,13 @@ from netdiet.errors import NetdietError
 from netdiet.export import save
 from netdiet.methods import METHODS, Budget
 from netdiet.train import TrainConfig, evaluate, load_model
-from netdiet.train.atomic import atomic_write_json
+from netdiet.train.atomic import atomic_write_json, atomic_write_text
+
+
+def write_metrics(out: Path, trace: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one record per gated step (relaxed cost, target, lambda, loss), then one per epoch."""
+    rows = [{"kind": "gated_step", **t} for t in trace] + [{"kind": "epoch", **h} for h in history]
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def add_parser(sub: Any) -> None:
@@ -71,9 +77,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--subset", type=int, default=None, help="use only the first N training examples")
     p.add_argument("--data-dir", help="where the data is now, if it moved since training")
-    p.add_argument(
-        "--lambda-lr", type=float, default=0.05, help="dual-ascent step of the penalty weight (l1l2)"
-    )
     p.add_argument("--no-lowrank", action="store_true", help="l1l2 without singular-value gates")
     p.add_argument("--distill", type=float, default=0.5, help="distillation weight in fine-tuning (0 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    options = {"lambda_lr": args.lambda_lr, "lowrank": not args.no_lowrank} if args.method == "l1l2" else {}
+    options = {"lowrank": not args.no_lowrank} if args.method == "l1l2" else {}
     val = bundle.eval.get("val")
     out = Path(args.out)
     table_path = None
@@ -157,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
             report["dense"][f"onnxruntime_ms_b{b}"] = onnx_latency(dense_path, x)
             report["compressed"][f"onnxruntime_ms_b{b}"] = onnx_latency(onnx_path, x)
         dense_path.unlink()
+    write_metrics(out, result.trace, result.history)
+    if result.snapshots:
+        atomic_write_json(out / "gates.json", result.snapshots)
     atomic_write_json(out / "base.json", {"model": meta["model"], "model_config": meta["model_config"]})
     atomic_write_json(out / "report.json", report)
     keys = ("budget", "dense", "compressed", "latency")

@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         eval_data=data.eval["val"],
         train_config=TrainConfig(lr=0.02, seed=args.seed, progress=False),
-        method_options={"lambda_lr": 0.2},
         latency_batches=(1, 64),
         progress=False,
     )

@@ -46,6 +46,11 @@ class NetdietCallback(TrainerCallback):  # type: ignore[misc,valid-type]
         self._handle = compressor.model.register_forward_hook(_add_penalty(compressor))
         self.log: list[dict[str, float]] = []
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        # the Trainer knows its length before it starts: l1l2 spreads its schedule over it
+        self.compressor.begin(int(state.max_steps))
+        return control
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self.compressor.step()
         status = self.compressor.status()

@@ -22,6 +22,7 @@ class Method:
     """
 
     name = "base"
+    needs_training = False  # True: the method's penalty must join a training run before read_off
 
     def __init__(
         self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
@@ -50,11 +51,18 @@ class Method:
                 f"{self.dense:.4g}). Raise the budget or exclude fewer modules."
             )
 
+    def begin(self, total_steps: int) -> None:
+        """Called once before training with the number of optimizer steps the loop will make."""
+
     def penalty(self) -> torch.Tensor:
         return torch.zeros(())
 
-    def step(self) -> None:
-        """Called after the user's optimizer.step()."""
+    def step(self, loss: float | None = None) -> None:
+        """Called after the user's optimizer.step(), with the step's loss when the loop knows it."""
+
+    def status(self) -> dict[str, float]:
+        """What the method reports per step (progress bars, logs)."""
+        return {}
 
     def read_off(self) -> Setting:
         raise NotImplementedError

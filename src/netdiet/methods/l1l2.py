@@ -2,13 +2,17 @@
 
 Gates a >= 0 on every group and singular-value gates b on factorisable layers; the surrogate cost is
 `netdiet.cost` evaluated at the relaxed counts S(a), S(b) (no second FLOPs formula: at a = 1 it is the
-exact dense cost). The penalty lambda * surrogate / dense is added to the task loss; lambda follows dual
-ascent so the relaxed cost settles at the budget; read-off thresholds the gates and an exact greedy
-fix-up puts the exported cost in [budget - tolerance, budget].
+exact dense cost). The penalty lambda * surrogate / dense joins the task loss. Over the gated phase
+(its length is given by `begin(total_steps)`) the relaxed cost tracks a target annealed from dense to
+the budget, lambda steered by a controller (methods/controller.py); then the read-off setting is fixed
+and the dropped units' gates fade to zero while the weights keep training, so the exported model is the
+model that was trained. An exact greedy fix-up puts the exported cost in [budget - tolerance, budget].
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,24 +21,39 @@ from torch import nn
 
 from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel
-from netdiet.errors import ConfigError
+from netdiet.errors import ConfigError, NonFiniteError
 from netdiet.export.slicing import copy_model
 from netdiet.methods.base import Method
 from netdiet.methods.baselines import unit_norms
 from netdiet.methods.budget import Budget
-from netdiet.methods.controller import DualAscent
+from netdiet.methods.controller import CostSchedule, PenaltyController, gate_lr_for
 from netdiet.methods.gates import GateSet, attach_gates, rank_pays
+from netdiet.methods.importance import IMPORTANCE, TaylorAccumulator, combine
 from netdiet.methods.readoff import Setting, minimum_cost, read_off
 from netdiet.methods.relaxed import relaxed_count
 from netdiet.space import Space
 
+SNAPSHOTS = 6  # gate snapshots kept over the gated phase (for histograms in the report)
+
 
 @dataclass
 class L1L2Config:
+    """`gate_lr` is a floor: short gated phases raise it so gates can cross [0, 1] within the anneal.
+    `anneal_fraction` / `harden_fraction`: parts of the gated phase spent moving the cost target to the
+    budget and fading out the dropped units. `importance`: how units are ranked at read-off.
+    `rewind` (default): export the learned setting on the *dense* model's weights, not the gated ones.
+    Measured on ResNet-20 (docs/l1l2-dynamics.md): weights trained while gates move fine-tune worse than
+    the dense weights cut to the same setting, so the gated phase is used to learn the allocation and the
+    units, and the fine-tune starts from the trained model. Rewound weights are not low-rank, so rank gates
+    are off with rewind; `rewind=False` keeps the gated weights (and low-rank where it pays)."""
+
     lowrank: bool = True
     gate_lr: float = 0.02
-    lambda_lr: float = 0.05
-    warmup_steps: int = 0
+    anneal_fraction: float = 0.5
+    harden_fraction: float | None = None  # None: 0.25 when the gated weights are kept, 0 with rewind
+    importance: str = "combined"
+    gate_optimizer: str = "sgd"
+    rewind: bool = True
     tolerance: float = 0.01
 
     def __post_init__(self) -> None:
@@ -42,10 +61,19 @@ class L1L2Config:
             raise ConfigError(f"gate_lr must be > 0, got {self.gate_lr}")
         if not 0 < self.tolerance < 0.5:
             raise ConfigError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
+        if self.gate_optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"gate_optimizer must be 'sgd' or 'adam', got {self.gate_optimizer!r}")
+        if self.importance not in IMPORTANCE:
+            raise ConfigError(f"importance must be one of {IMPORTANCE}, got {self.importance!r}")
+        if self.harden_fraction is None:
+            # with rewind the gated weights are discarded, so fading units out under them buys nothing
+            self.harden_fraction = 0.0 if self.rewind else 0.25
+        CostSchedule(0.5, self.anneal_fraction, self.harden_fraction)  # validates the fractions
 
 
 class L1L2(Method):
     name = "l1l2"
+    needs_training = True
 
     def __init__(
         self,
@@ -60,16 +88,45 @@ class L1L2(Method):
         self.model = copy_model(model)
         # latency tables time dense layers, not factorised pairs: under a latency budget a rank would be
         # priced as free, so singular-value gates are off there
-        lowrank = self.config.lowrank and self.latency is None
+        # rewound weights are not low-rank, so a factorised export of them could not be exact
+        lowrank = self.config.lowrank and self.latency is None and not self.config.rewind
         self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank)
         self.check_feasible(
             minimum_cost(space, self.metric, self.gates.rank_names, self.latency, self.multiples)
         )
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
-        self.controller = DualAscent(lr=self.config.lambda_lr, warmup_steps=self.config.warmup_steps)
+        self.schedule = CostSchedule(
+            self.target / self.dense, self.config.anneal_fraction, float(self.config.harden_fraction or 0.0)
+        )
+        self.controller = PenaltyController()
+        self.taylor = TaylorAccumulator()
+        self.total_steps: int | None = None
+        self.steps = 0
         self.last_surrogate = self.dense
+        self.trace: list[dict[str, Any]] = []
+        self.snapshots: list[dict[str, Any]] = []
+        self.hard_setting: Setting | None = None
+        self._faded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # gate index -> (drop mask, value)
+        self._pen_grads: list[torch.Tensor | None] | None = None
+        self._lam_used = 0.0
+        self._sgd_lr: float | None = None
+        self._last_penalty = 0.0
 
     # ----- training -------------------------------------------------------------------------------
+    def begin(self, total_steps: int) -> None:
+        """Plan the gated phase: `total_steps` optimizer steps (the training loop knows them)."""
+        if total_steps < 1:
+            raise ConfigError(f"the gated phase needs at least one step, got total_steps={total_steps}")
+        self.total_steps = int(total_steps)
+        lr = gate_lr_for(self.schedule.anneal_steps(self.total_steps), self.config.gate_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._snapshot()
+
+    @property
+    def hardening(self) -> bool:
+        return self.hard_setting is not None
+
     def relaxed_counts(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         counts = {name: relaxed_count(self.gates.group(name)) for name in self.gates.group_names}
         ranks = {w: relaxed_count(self.gates.rank(w)) for w in self.gates.rank_names}
@@ -82,35 +139,201 @@ class L1L2(Method):
         )
         return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
 
-    def penalty(self) -> torch.Tensor:
-        s = self.surrogate()
-        self.last_surrogate = float(s.detach())
-        return self.controller.lam * s / self.dense
+    def target_ratio(self) -> float:
+        """The relaxed cost / dense the schedule asks for after the current step."""
+        if self.total_steps is None:
+            return self.schedule.budget_ratio
+        return self.schedule.target_ratio(self.steps + 1, self.total_steps)
 
-    def step(self) -> None:
-        self.optimizer.step()
+    def penalty(self) -> torch.Tensor:
+        if self.total_steps is None:
+            raise ConfigError(
+                "l1l2 anneals its cost target over the gated phase and needs to know how long it is: call "
+                "compressor.begin(total_steps) before training, or pass Compressor(..., total_steps=N) "
+                "(netdiet.compress, the netdiet trainer and the HF callback do this for you)"
+            )
+        if self.hardening:
+            with torch.no_grad():
+                self.last_surrogate = float(self.surrogate())
+            self._last_penalty = 0.0
+            return torch.zeros(())
+        ratio = self.surrogate() / self.dense
+        self.last_surrogate = float(ratio.detach()) * self.dense
+        params = list(self.gates.parameters())
+        if ratio.requires_grad:
+            grads = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
+            if self._pen_grads is None:
+                self._pen_grads = list(grads)
+            else:  # gradient accumulation: several penalties per optimizer step
+                self._pen_grads = [
+                    a if b is None else (b if a is None else a + b) for a, b in zip(self._pen_grads, grads)
+                ]
+        self._lam_used = self.controller.lam
+        self._last_penalty = self.controller.lam * float(ratio.detach())
+        return self.controller.lam * ratio
+
+    def step(self, loss: float | None = None) -> None:
+        """After the weights' optimizer step: train the gates, steer lambda, fade dropped units."""
+        self.steps += 1
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteError(
+                _nonfinite_message("loss", loss, self.steps), step=self.steps, what="loss", value=loss
+            )
+        params = list(self.gates.parameters())
+        pen = self._pen_grads or [None] * len(params)
+        task: list[torch.Tensor] = []
+        for p, g_pen in zip(params, pen):
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            if not torch.isfinite(g).all():
+                bad = float(g[~torch.isfinite(g)][0])
+                raise NonFiniteError(
+                    _nonfinite_message("gate gradient", bad, self.steps),
+                    step=self.steps,
+                    what="gate gradient",
+                    value=bad,
+                )
+            task.append(g - self._lam_used * g_pen if g_pen is not None else g)
+        if not self.hardening:
+            if not self.controller.calibrated:
+                t_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in task))
+                p_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in pen if g is not None))
+                self.controller.calibrate(t_norm, p_norm)
+            names = self.gates.group_names + self.gates.rank_names
+            self.taylor.add({n: p.detach() * t for n, p, t in zip(names, params, task)})
+        with torch.no_grad():
+            # singular-value gates move only under cost pressure: the task gradient on them is large and
+            # noisy (the leading directions carry most of every layer), and letting it drift b perturbs
+            # every weight matrix even where no factorisation will ever pay
+            first_rank = len(self.gates.group_names)
+            for i, (p, g_pen) in enumerate(zip(params, pen)):
+                if i >= first_rank and p.grad is not None:
+                    p.grad = self._lam_used * g_pen if g_pen is not None else torch.zeros_like(p)
+        if self.config.gate_optimizer == "adam":
+            self.optimizer.step()
+        else:
+            self._sgd_step(params, pen)
         self.optimizer.zero_grad(set_to_none=True)
+        self._pen_grads = None
         self.gates.project()
-        self.controller.update(self.last_surrogate / self.target)
+        if self.total_steps is not None:
+            if not self.hardening and self.steps >= self.schedule.harden_start(self.total_steps):
+                self._start_hardening()
+            if self.hardening:
+                self._fade()
+            else:
+                self.controller.update(
+                    self.last_surrogate / (self.dense * self.target_ratio_at(self.steps)),
+                    dt=1.0 / self.schedule.anneal_steps(self.total_steps),
+                )
+        for p in params:
+            if not torch.isfinite(p).all():
+                raise NonFiniteError(
+                    _nonfinite_message("gate", float("nan"), self.steps), step=self.steps, what="gate"
+                )
+        self._record(loss)
+
+    @torch.no_grad()
+    def _sgd_step(self, params: Sequence[torch.Tensor], pen: Sequence[torch.Tensor | None]) -> None:
+        """Plain gradient steps, so a gate's speed is proportional to the pressure on it (lambda steers
+        speed, not only direction, as it cannot under Adam's normalisation), at most `max_step` a step."""
+        anneal = self.schedule.anneal_steps(self.total_steps or 1)
+        max_step = 2.0 / anneal
+        if self._sgd_lr is None:
+            top = max((float(g.abs().max()) for g in pen if g is not None), default=0.0)
+            self._sgd_lr = (1.0 / anneal) / max(self.controller.scale * top, 1e-12)
+        for p in params:
+            if p.grad is not None:
+                p.sub_((self._sgd_lr * p.grad).clamp(-max_step, max_step))
+
+    def target_ratio_at(self, step: int) -> float:
+        assert self.total_steps is not None
+        return self.schedule.target_ratio(step, self.total_steps)
 
     @property
     def lam(self) -> float:
         return self.controller.lam
 
+    def status(self) -> dict[str, float]:
+        return {
+            "surrogate": self.last_surrogate,
+            "lam": self.lam,
+            "target_ratio": self.target_ratio(),
+            "hardening": float(self.hardening),
+        }
+
+    # ----- hardening ------------------------------------------------------------------------------
+    def _start_hardening(self) -> None:
+        """Fix the setting now; from here the dropped units fade out while the weights adapt to it."""
+        self.hard_setting = self._read_off_soft()
+        pairs = [(self.gates.group(n), idx) for n, idx in self.hard_setting.keep.items()]
+        pairs += [(self.gates.rank(w), idx) for w, idx in self.hard_setting.ranks.items()]
+        ids = {id(p): i for i, p in enumerate(self.gates.parameters())}
+        for gate, keep in pairs:
+            drop = torch.ones_like(gate, dtype=torch.bool)
+            drop[keep] = False
+            self._faded[ids[id(gate)]] = (drop, gate.detach().clone())
+
+    @torch.no_grad()
+    def _fade(self) -> None:
+        assert self.total_steps is not None
+        factor = self.schedule.fade(self.steps, self.total_steps)
+        params = list(self.gates.parameters())
+        for i, (drop, start) in self._faded.items():
+            params[i][drop] = start[drop] * factor
+
+    # ----- logging --------------------------------------------------------------------------------
+    def _record(self, loss: float | None) -> None:
+        entry = {
+            "step": self.steps,
+            "phase": "harden" if self.hardening else "anneal",
+            "cost_ratio": self.last_surrogate / self.dense,
+            "target_ratio": self.target_ratio_at(self.steps) if self.total_steps else None,
+            "budget_ratio": self.schedule.budget_ratio,
+            "lam": self.lam,
+        }
+        if loss is not None:
+            entry["loss"] = float(loss)  # what the loop minimised: task loss + penalty
+            entry["task_loss"] = float(loss) - self._last_penalty
+        self.trace.append(entry)
+        if self.total_steps:
+            every = max(1, self.total_steps // (SNAPSHOTS - 1))
+            if self.steps % every == 0 or self.steps == self.total_steps:
+                self._snapshot()
+
+    def _snapshot(self) -> None:
+        counts, _ = self.relaxed_counts()
+        self.snapshots.append(
+            {
+                "step": self.steps,
+                "gates": {n: self.gates.group(n).detach().tolist() for n in self.gates.group_names},
+                "relaxed_counts": {n: float(v.detach()) for n, v in counts.items()},
+            }
+        )
+
     # ----- read-off -------------------------------------------------------------------------------
     def read_off(self) -> Setting:
-        """Counts from the relaxed counts S(a), S(b); order from what each unit now carries.
+        """The hardened setting if the gated phase got there; otherwise a read-off from the gates now."""
+        if self.hard_setting is not None:
+            return Setting(dict(self.hard_setting.keep), dict(self.hard_setting.ranks))
+        return self._read_off_soft()
 
-        A unit's importance is the norm of its weights with the gates folded in (gate x weight), and a
-        singular direction's is b_i * |u_i| * |v_i|: early in training, when gates are still near 1,
-        that is magnitude pruning; as gates separate, they dominate.
-        """
+    def importance(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per-unit scores (groups) and per-direction scores (ranks), comparable across groups."""
+        folded = self.weights_for_export(None)
+        magnitude: dict[str, torch.Tensor] = dict(unit_norms(self.space, folded))
+        magnitude.update(self._rank_magnitude())
+        scores = combine(self.config.importance, magnitude, self.taylor.mean())
+        groups = {n: scores[n] for n in self.gates.group_names}
+        ranks = {w: scores[w] for w in self.gates.rank_names}
+        return groups, ranks
+
+    def _read_off_soft(self) -> Setting:
+        """Counts from the relaxed counts S(a), S(b) (the allocation the gates learned); which units
+        from `importance()`; then the exact fix-up into the budget window."""
         counts, ranks = self.relaxed_counts()
         start = {n: round(float(v.detach())) for n, v in counts.items()}
         start.update({w: round(float(v.detach())) for w, v in ranks.items()})
-        folded = self.weights_for_export(None)
-        scores = unit_norms(self.space, folded)
-        rank_scores = self._rank_importance()
+        scores, rank_scores = self.importance()
         setting = read_off(
             self.space,
             scores,
@@ -121,6 +344,7 @@ class L1L2(Method):
             start_counts=start,
             latency=self.latency,
             multiples=self.multiples,
+            normalise=False,
         )
         keep_counts, _ = setting.counts()
         for weight, kept in list(setting.ranks.items()):
@@ -129,7 +353,7 @@ class L1L2(Method):
                 setting.ranks[weight] = torch.arange(rank_scores[weight].numel())
         return setting
 
-    def _rank_importance(self) -> dict[str, torch.Tensor]:
+    def _rank_magnitude(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for weight in self.gates.rank_names:
             info = self.space.analysis.params[weight]
@@ -148,6 +372,8 @@ class L1L2(Method):
         parametrizations are read, never removed: torch shares the parametrized class between a module
         and its deep copy, so removing them from a copy would break the model being trained.
         """
+        if self.config.rewind and setting is not None:
+            return copy_model(self.original)  # the learned setting on the dense model's weights
         saved = [p.detach().clone() for p in self.gates.parameters()]
         try:
             with torch.no_grad():
@@ -164,6 +390,14 @@ class L1L2(Method):
         plain = copy_model(self.original)
         plain.load_state_dict(state)
         return plain
+
+
+def _nonfinite_message(what: str, value: float, step: int) -> str:
+    return (
+        f"l1l2: non-finite {what} ({value}) at gated step {step}. The training diverged: lower the learning "
+        "rate of the weights (TrainConfig.lr), add gradient clipping (TrainConfig.grad_clip), or check the "
+        "data for NaN/inf; nothing was exported or saved."
+    )
 
 
 def _zero_except(gate: torch.Tensor, keep: torch.Tensor) -> None:

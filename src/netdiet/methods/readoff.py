@@ -68,6 +68,7 @@ def read_off(
     start_counts: Mapping[str, int] | None = None,
     latency: LatencyModel | None = None,
     multiples: Mapping[str, int] | None = None,
+    normalise: bool = True,
 ) -> Setting:
     """A setting whose exact `metric` lies in [target * (1 - tolerance), target].
 
@@ -77,6 +78,8 @@ def read_off(
     knapsack heuristic that tends to starve the most expensive group, e.g. a residual stream).
     `latency` is needed for metric "latency_ms". `multiples` maps group names to a channel multiple that
     the latency table measured to pay: those groups keep a multiple of it and move in steps of it.
+    `normalise=False` takes the scores as already comparable across groups (else each group's scores
+    are divided by its largest).
     """
     order: dict[tuple[str, str], torch.Tensor] = {}  # (kind, name) -> unit indices by decreasing importance
     importance: dict[tuple[str, str], torch.Tensor] = {}
@@ -86,7 +89,7 @@ def read_off(
     for g in space.groups:
         a = group_gates[g.name].detach().abs()
         key = ("group", g.name)
-        importance[key] = a / a.max().clamp(min=1e-12)
+        importance[key] = a / a.max().clamp(min=1e-12) if normalise else a
         order[key] = torch.argsort(a, descending=True, stable=True)
         kept[key] = int(threshold(a, g.min_keep).numel()) if start == "threshold" else g.size
         if start_counts is not None and g.name in start_counts:
@@ -100,7 +103,7 @@ def read_off(
     for w, b in rank_gates.items():
         b = b.detach().abs()
         key = ("rank", w)
-        importance[key] = b / b.max().clamp(min=1e-12)
+        importance[key] = b / b.max().clamp(min=1e-12) if normalise else b
         order[key] = torch.argsort(b, descending=True, stable=True)
         kept[key] = int(threshold(b, 1).numel()) if start == "threshold" else b.numel()
         if start_counts is not None and w in start_counts:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiet.errors import ConfigError
+from netdiet.report.dynamics import plot_gate_histograms, plot_trace, read_snapshots, read_trace
 
 
 def read_runs(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """Write the figure to a temporary file and rename it, so a crash never leaves a half-written PNG."""
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -79,7 +80,7 @@ def plot_widths(run: dict[str, Any], path: Path) -> None:
     ax.set_title(f"kept units per group ({run.get('method', '')})")
     ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -108,7 +109,7 @@ def plot_accuracy_flops(runs: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -137,6 +138,29 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         "![accuracy vs flops](accuracy_flops.png)",
         "",
     ]
+    first = Path(runs[0]["_dir"])
+    trace = read_trace(first)
+    if trace:
+        plot_trace(trace, out / "dynamics.png")
+        dyn = runs[0].get("dynamics", {})
+        lines += [
+            "## Gated phase",
+            "",
+            f"{len(trace)} gated steps; relaxed cost / dense at the start of hardening "
+            f"{_fmt(dyn.get('cost_ratio_at_hardening'), 1, 3)} for a budget of {_fmt(dyn.get('budget_ratio'), 1, 3)}.",
+            "",
+            "![gated phase](dynamics.png)",
+            "",
+        ]
+        snapshots = read_snapshots(first)
+        if snapshots:
+            plot_gate_histograms(snapshots, out / "gates.png")
+            lines += [
+                "Gate values (each divided by its group's largest) over the gated phase:",
+                "",
+                "![gates](gates.png)",
+                "",
+            ]
     factorized = runs[0].get("factorized") or {}
     if factorized:
         lines += ["## Factorised layers", "", "| layer | rank |", "|---|---|"]

@@ -20,7 +20,7 @@ class TrainConfig:
     teacher passed to `fit`, with temperature `kd_temperature`.
     """
 
-    epochs: int = 1
+    epochs: float = 1  # a fraction stops mid-epoch (round(epochs * steps per epoch) steps)
     optimizer: OptimizerName = "sgd"
     lr: float = 0.1
     momentum: float = 0.9

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from netdiet.data.batch import Batch, Loader
+from netdiet.errors import NonFiniteError
 from netdiet.train.checkpoint import TrainingState, has_checkpoint, load_checkpoint, save_checkpoint
 from netdiet.train.config import TrainConfig
 from netdiet.train.distributed import DistContext, all_reduce_sum, barrier, init_distributed
@@ -35,13 +37,45 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
 class StepHook(Protocol):
-    """What a compression method plugs into the loop."""
+    """What a compression method plugs into the loop: `begin` gets the number of optimizer steps the
+    run will make, `after_step` the step's loss."""
+
+    def begin(self, total_steps: int) -> None: ...
 
     def penalty(self) -> torch.Tensor: ...
 
-    def after_step(self) -> None: ...
+    def after_step(self, loss: float) -> None: ...
 
     def status(self) -> dict[str, float]: ...
+
+
+def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> NonFiniteError:
+    hint = (
+        f"lower the learning rate (now {cfg.lr:g}; for fine-tuning a trained model 0.01 (SGD) or 1e-4 "
+        "(AdamW) is typical)"
+    )
+    if cfg.grad_clip is None:
+        hint += ", set grad_clip (e.g. 1.0)"
+    return NonFiniteError(
+        f"training diverged: non-finite {what} ({value}) at step {step}. To fix: {hint}, or check the "
+        "data for NaN/inf. The run was stopped before saving anything from this step.",
+        step=step,
+        what=what,
+        value=value,
+    )
+
+
+def check_finite_weights(model: nn.Module, step: int | None = None) -> None:
+    """Refuse a model holding NaN/inf (never save or return one)."""
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            where = f" at step {step}" if step is not None else ""
+            raise NonFiniteError(
+                f"the model's '{name}' holds NaN/inf{where}: the training diverged (lower the learning "
+                "rate or set grad_clip); nothing was saved",
+                step=step,
+                what=name,
+            )
 
 
 @dataclass
@@ -83,6 +117,11 @@ def _prepare_inputs(
     inputs = batch.inputs
     if channels_last and inputs[0].ndim == 4:
         inputs = (inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:])
+    elif inputs[0].ndim == 4 and not inputs[0].is_contiguous():
+        # the image loaders hand out NHWC-strided batches; on torch 2.13 CPU, training a pruned ResNet-20
+        # (channel counts such as 7, 19, 37, 45) on such input corrupted the heap inside backward()
+        # (double free / segfault, reproducible), while the same batches made contiguous train fine
+        inputs = (inputs[0].contiguous(), *inputs[1:])
     return inputs, batch.target
 
 
@@ -130,8 +169,12 @@ def fit_inplace(
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches (fewer examples than one batch?)")
-    total_steps = cfg.epochs * steps_per_epoch
+    # fractional epochs (e.g. a short gated phase of 0.25 epochs) stop mid-epoch at the step count
+    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if step_hook is not None:
+        step_hook.begin(total_steps)
 
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     logger = MetricsLogger(run_dir if ctx.is_main else None, cfg.tensorboard)
@@ -154,7 +197,7 @@ def fit_inplace(
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, n_epochs):
             seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
             train.set_epoch(epoch)
             net.train()
@@ -163,13 +206,15 @@ def fit_inplace(
             seen = 0
             bar = tqdm(
                 total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                desc=f"epoch {epoch + 1}/{n_epochs}",
                 disable=not (cfg.progress and ctx.is_main),
                 leave=False,
                 dynamic_ncols=True,
             )
             t0 = time.perf_counter()
             for i, batch in enumerate(train):
+                if step >= total_steps:
+                    break
                 lr = cosine_with_warmup(step, total_steps, warmup_steps, cfg.lr, cfg.min_lr_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -203,13 +248,27 @@ def fit_inplace(
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise _diverged("loss", loss_value, step + 1, cfg)
                 else:
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise _diverged("loss", loss_value, step + 1, cfg)
                     loss.backward()
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    grad_norm = float(
+                        nn.utils.clip_grad_norm_(
+                            model.parameters(), cfg.grad_clip if cfg.grad_clip is not None else math.inf
+                        )
+                    )
+                    if not math.isfinite(grad_norm):
+                        raise _diverged("gradient norm", grad_norm, step + 1, cfg)
+                    before = getattr(step_hook, "before_step", None)
+                    if before is not None:  # optional: edit gradients (group regularisers of peers)
+                        before()
                     optimizer.step()
                 if step_hook is not None:
-                    step_hook.after_step()
+                    step_hook.after_step(loss_value)
                 step += 1
                 n = len(target)
                 loss_sum += loss.detach().double() * n
@@ -242,7 +301,7 @@ def fit_inplace(
                 "train_time_s": train_time,
                 "train_images_per_s": tot_seen / train_time,
             }
-            if eval_split in evals and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            if eval_split in evals and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == n_epochs):
                 t1 = time.perf_counter()
                 m = evaluate(
                     model,
@@ -255,9 +314,10 @@ def fit_inplace(
                 record.update({f"{eval_split}_loss": m["loss"], f"{eval_split}_accuracy": m["accuracy"]})
                 record["eval_time_s"] = time.perf_counter() - t1
             history.append(record)
+            check_finite_weights(model, step)
             if ctx.is_main:
                 if ckpt_dir is not None and (
-                    (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+                    (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == n_epochs
                 ):
                     state = TrainingState(
                         epoch + 1,
