@@ -244,6 +244,11 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="*", help="run only these budgets")
     parser.add_argument("--methods", nargs="*", help="run only these methods")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--part",
+        help="write to results-<profile>-<model>--PART.json, so processes running at the same time never share a "
+        "file (the markdown merges the parts of a model)",
+    )
     parser.add_argument("--markdown-only", action="store_true", help="only re-render RESULTS-<profile>.md")
     args = parser.parse_args()
     prof = PROFILES[args.profile]
@@ -253,7 +258,8 @@ def main() -> None:
     for model_name, spec in prof["models"].items():
         if args.markdown_only or (args.models and model_name not in args.models):
             continue
-        out_json = HERE / f"results-{args.profile}-{model_name}.json"
+        part = f"--{args.part}" if args.part else ""
+        out_json = HERE / f"results-{args.profile}-{model_name}{part}.json"
         run_model(model_name, spec, seeds, args.data_dir, out_json, args.budgets, args.methods, args.profile)
     write_markdown(args.profile)
 
@@ -285,6 +291,13 @@ def run_model(
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src", "benchmarks/compression/run_compression.py"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    commit += "-dirty" if dirty else ""
     result: dict[str, Any]
     if out_json.is_file():
         result = json.loads(out_json.read_text())
@@ -441,8 +454,13 @@ def run_model(
 
 
 def write_markdown(profile: str) -> None:
-    results = [json.loads(p.read_text()) for p in sorted(HERE.glob(f"results-{profile}-*.json"))]
-    text = render(profile, results)
+    merged: dict[str, dict[str, Any]] = {}
+    for path in sorted(HERE.glob(f"results-{profile}-*.json")):
+        part = json.loads(path.read_text())
+        into = merged.setdefault(part["model"], {**part, "runs": [], "processes": []})
+        into["runs"] += part["runs"]
+        into["processes"] += part["processes"]
+    text = render(profile, list(merged.values()))
     (HERE / f"RESULTS-{profile}.md").write_text(text)
     print(text)
 

@@ -111,6 +111,11 @@ class Compressor:
         self.method.begin(total_steps)
 
     @property
+    def method_steps(self) -> int:
+        """Steps the method has been stepped so far (0 for one-shot methods)."""
+        return int(getattr(self.method, "steps", 0))
+
+    @property
     def needs_training(self) -> bool:
         return self.method.needs_training
 

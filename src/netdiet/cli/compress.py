@@ -64,9 +64,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
     )
-    p.add_argument("--epochs", type=int, default=1, help="epochs of gated training (l1l2; default 1)")
     p.add_argument(
-        "--finetune-epochs", type=int, default=1, help="epochs of distilled fine-tuning (default 1)"
+        "--epochs",
+        type=float,
+        default=1,
+        help="epochs of gated training (l1l2; may be fractional; default 1)",
+    )
+    p.add_argument(
+        "--finetune-epochs", type=float, default=1, help="epochs of distilled fine-tuning (default 1)"
     )
     p.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (default: 0.02 for SGD, 5e-5 AdamW)"
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         lr=lr,
         weight_decay=float(dense_cfg.get("weight_decay", 5e-4)),
         seed=args.seed,
+        grad_clip=5.0 if optimizer == "sgd" else 1.0,  # a guard for fine-tuning, as compress() defaults
         progress=not args.no_progress,
     )
     options = {"lowrank": not args.no_lowrank} if args.method == "l1l2" else {}

@@ -46,6 +46,11 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
         raise RecipeError(f"{out} exists and is not a directory; netdiet.save writes a directory")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise RecipeError("cannot save a model whose weights are on the meta device (they have no values)")
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            raise RecipeError(
+                f"'{key}' holds NaN/inf: the model diverged in training; netdiet does not save such weights"
+            )
     out.mkdir(parents=True, exist_ok=True)
     recipe = dict(getattr(model, RECIPE_ATTR, None) or {"format": "netdiet.recipe/1", "keep": None})
     recipe["netdiet_version"] = __version__
@@ -107,4 +112,7 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
         missing, unexpected = load_model(model, str(weights), strict=True)
     except Exception as exc:
         raise RecipeError(f"{weights} does not fit the rebuilt model: {exc}") from exc
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            raise RecipeError(f"{weights}: '{key}' holds NaN/inf; refusing to load a diverged model")
     return model

@@ -13,11 +13,13 @@ precision and schedule are untouched; `Compressor.step()` runs after each optimi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
 
 from netdiet.compressor import Compressor
+from netdiet.errors import NonFiniteError
 
 try:  # transformers is optional
     from transformers import TrainerCallback
@@ -32,6 +34,15 @@ def _add_penalty(compressor: Compressor) -> Any:
         loss = output.get("loss") if hasattr(output, "get") else None
         if loss is None:
             return output
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"the model's loss is {value} (step {compressor.method_steps + 1} of the gated phase): the "
+                "training diverged; lower TrainingArguments.learning_rate or set max_grad_norm",
+                step=compressor.method_steps + 1,
+                what="loss",
+                value=value,
+            )
         output["loss"] = loss + compressor.penalty().to(loss.device)
         return output
 

@@ -54,6 +54,7 @@ class L1L2Config:
     importance: str = "combined"
     gate_optimizer: str = "sgd"
     rewind: bool = True
+    freeze_weights: bool = False
     tolerance: float = 0.01
 
     def __post_init__(self) -> None:
@@ -65,6 +66,8 @@ class L1L2Config:
             raise ConfigError(f"gate_optimizer must be 'sgd' or 'adam', got {self.gate_optimizer!r}")
         if self.importance not in IMPORTANCE:
             raise ConfigError(f"importance must be one of {IMPORTANCE}, got {self.importance!r}")
+        if self.freeze_weights and not self.rewind:
+            raise ConfigError("freeze_weights=True needs rewind=True (frozen gated weights are the dense ones)")
         if self.harden_fraction is None:
             # with rewind the gated weights are discarded, so fading units out under them buys nothing
             self.harden_fraction = 0.0 if self.rewind else 0.25
@@ -91,6 +94,10 @@ class L1L2(Method):
         # rewound weights are not low-rank, so a factorised export of them could not be exact
         lowrank = self.config.lowrank and self.latency is None and not self.config.rewind
         self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank)
+        if self.config.freeze_weights:
+            # only the gates learn: the gated phase is a search over the dense weights it rewinds to
+            for p in self.model.parameters():
+                p.requires_grad_(False)
         self.check_feasible(
             minimum_cost(space, self.metric, self.gates.rank_names, self.latency, self.multiples)
         )

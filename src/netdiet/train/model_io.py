@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from netdiet import zoo
-from netdiet.errors import RecipeError
+from netdiet.errors import NonFiniteError, RecipeError
 from netdiet.train.atomic import atomic_write_json
 from netdiet.train.checkpoint import load_weights, save_weights
 
@@ -30,9 +31,20 @@ def model_config_json(model: nn.Module) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _refuse_non_finite(model: nn.Module, where: str) -> None:
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
+            raise NonFiniteError(
+                f"{where}: '{key}' holds NaN/inf; the training that produced it diverged. Retrain with a "
+                "lower learning rate (or grad_clip); netdiet never saves or loads such weights.",
+                what=key,
+            )
+
+
 def save_model(run_dir: str | Path, model: nn.Module, name: str, meta: dict[str, Any] | None = None) -> Path:
-    """Write weights then metadata (each atomically); returns the metadata path."""
+    """Write weights then metadata (each atomically); returns the metadata path. Refuses NaN/inf weights."""
     run_dir = Path(run_dir)
+    _refuse_non_finite(model, str(run_dir))
     save_weights(run_dir / WEIGHTS, model, metadata={"zoo_model": name})
     info = {
         "format": "netdiet-model/1",
@@ -60,4 +72,5 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     meta = read_model_meta(run_dir)
     model = zoo.build(meta["model"], **meta["model_config"])
     load_weights(Path(run_dir) / WEIGHTS, model)
+    _refuse_non_finite(model, str(Path(run_dir) / WEIGHTS))
     return model.eval(), meta
