@@ -345,10 +345,8 @@ def run_model(
     if "plain_epoch_s" not in result:
         # plain distilled fine-tuning of the dense model: the reference for the gated phases' overhead
         t = time.perf_counter()
-        fit_inplace(
-            copy.deepcopy(dense), data.train, {}, config(0, spec["compress_epochs"], kd=0.5), teacher=dense
-        )
-        result["plain_epoch_s"] = (time.perf_counter() - t) / spec["compress_epochs"]
+        fit_inplace(copy.deepcopy(dense), data.train, {}, config(0, 1, kd=0.5), teacher=dense)
+        result["plain_epoch_s"] = time.perf_counter() - t  # one epoch
     plain_epoch_s = result["plain_epoch_s"]
     dense_acc = evaluate(dense, data.eval[report_split])["accuracy"]
     dense_flops = netdiet.measured_flops(dense, example)
