@@ -58,12 +58,21 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "methods": IMAGE_METHODS,
                 **SGD,
             },
+            "mobilenetv2": {
+                "checkpoint": "benchmarks/baselines/checkpoints/mobilenetv2-cpu-quick",
+                "subset": 5000,
+                "compress_epochs": 1,
+                "finetune_epochs": 2,
+                "budgets": [0.5],
+                "methods": IMAGE_METHODS,
+                **SGD,
+            },
             "bert": {
                 "checkpoint": "benchmarks/baselines/checkpoints/bert-sst2-cpu-quick",
                 "subset": 10000,
                 "compress_epochs": 1,
                 "finetune_epochs": 2,
-                "budgets": [0.5],
+                "budgets": [0.5, 0.3],
                 "methods": TEXT_METHODS,
                 **ADAMW,
             },
@@ -301,10 +310,15 @@ def run_model(
     result: dict[str, Any]
     if out_json.is_file():
         result = json.loads(out_json.read_text())
-        if result.get("settings") != spec:
+
+        def same(a: dict[str, Any]) -> dict[str, Any]:  # budgets and methods may grow between processes
+            return {k: v for k, v in a.items() if k not in ("budgets", "methods")}
+
+        if same(result.get("settings", {})) != same(spec):
             raise SystemExit(
                 f"{out_json} was made with other settings; move it away to start over ({result.get('settings')} != {spec})"
             )
+        result["settings"] = spec
     else:
         result = {"model": model_name, "settings": spec, "profile": profile, "runs": [], "processes": []}
     done = {(r["budget"], r["method"], r["seed"]) for r in result["runs"]}
