@@ -28,7 +28,6 @@ def test_compress_one_call_meets_budget_and_reports(digits) -> None:
         finetune_epochs=1,
         eval_data=digits.eval["val"],
         train_config=TrainConfig(lr=0.02, progress=False),
-        method_options={"lambda_lr": 0.5},
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     report = result.report
@@ -41,6 +40,13 @@ def test_compress_one_call_meets_budget_and_reports(digits) -> None:
     assert 0.0 <= small["accuracy"] <= 1.0 and small["latency_ms_b1"] > 0
     assert result.recipe["method"] == "l1l2" and result.recipe["budget"] == {"flops": 0.5}
     assert len(result.history) == 2  # one compression epoch, one fine-tune epoch
+    # the gated phase is traced step by step and ended hardened, on the budget's schedule
+    assert [t["step"] for t in result.trace] == list(range(1, len(digits.train) + 1))
+    dyn = report["dynamics"]
+    assert dyn["gated_steps"] == len(digits.train) and dyn["hardened"] is True
+    assert dyn["budget_ratio"] == pytest.approx(0.5)
+    assert result.snapshots and result.snapshots[0]["step"] == 0
+    assert result.snapshots[-1]["step"] == len(digits.train)
 
 
 def test_compress_refuses_unknown_method_and_bad_epochs(digits) -> None:
@@ -83,3 +89,32 @@ def test_compress_rejects_unreadable_batches() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     with pytest.raises(ConfigError, match="cannot read a training batch"):
         netdiet.compress(model, [torch.randn(2, 4)], "flops=0.5")
+
+
+def test_compress_takes_fractional_epochs_for_both_phases() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 8, 8)
+    y = torch.randint(0, 4, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)  # 8 batches
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 4),
+    )
+    result = netdiet.compress(
+        model,
+        loader,
+        "flops=0.5",
+        epochs=0.25,
+        finetune_epochs=2.75,
+        train_config=TrainConfig(lr=0.01, progress=False),
+        latency_batches=(),
+        progress=False,
+    )
+    assert [t["step"] for t in result.trace] == [1, 2]  # a quarter of an epoch: 2 gated steps
+    assert result.report["dynamics"]["gated_steps"] == 2
+    # one (partial) gated epoch, then 2.75 fine-tune epochs = 22 steps over 3 records
+    assert [r["step"] for r in result.history] == [2, 8, 16, 22]
+    assert result.report["compressed"]["flops"] <= 0.5 * result.report["dense"]["flops"]

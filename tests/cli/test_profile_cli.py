@@ -154,8 +154,6 @@ def test_compress_cli_with_a_latency_budget_profiles_and_reports_latency(
         "1",
         "--finetune-epochs",
         "0",
-        "--lambda-lr",
-        "0.5",
         "--out",
         str(out),
         "--no-progress",

@@ -44,7 +44,7 @@ def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None
         "input_ids": torch.zeros(2, 12, dtype=torch.long),
         "attention_mask": torch.ones(2, 12, dtype=torch.long),
     }
-    comp = Compressor(model, example, Budget(flops=0.5), lambda_lr=0.5, gate_lr=0.05)
+    comp = Compressor(model, example, Budget(flops=0.5), gate_lr=0.05)  # begin() from on_train_begin
     callback = NetdietCallback(comp)
     args = TrainingArguments(
         output_dir=str(tmp_path),
@@ -59,7 +59,11 @@ def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None
     )
     Trainer(model=comp.model, args=args, train_dataset=TinyTokens(), callbacks=[callback]).train()
     assert len(callback.log) == 20
-    assert callback.log[-1]["lam"] > 0  # the controller acted
+    assert callback.log[0]["lam"] > 0  # the controller acted: the cost started above the annealed target
+    # on_train_begin passed the Trainer's max_steps: the schedule ran to its end and hardened
+    assert comp.method.total_steps == 20
+    assert callback.log[0]["hardening"] == 0.0 and callback.log[-1]["hardening"] == 1.0
+    assert callback.log[-1]["target_ratio"] == pytest.approx(0.5)
     assert callback.log[-1]["surrogate"] < callback.log[0]["surrogate"]
     result = comp.export()
     dense = netdiet.measured_flops(model, example)

@@ -10,7 +10,7 @@ from torch import nn
 import netdiet
 from netdiet.compressor import Compressor
 from netdiet.errors import ConfigError
-from netdiet.methods import Budget
+from netdiet.methods import Budget, L1L2Config
 
 
 def small_cnn() -> nn.Module:
@@ -64,7 +64,8 @@ def test_user_model_is_not_modified_and_gates_not_in_model_parameters() -> None:
 def test_controller_reaches_budget_in_a_handwritten_loop_and_export_meets_it(fraction: float) -> None:
     model = small_cnn()
     x, y = data(32)
-    comp = Compressor(model, (x[:2],), Budget(flops=fraction), lambda_lr=0.5, gate_lr=0.05)
+    # a hardening phase and the gated weights kept (rewind=False): the fixed setting's units fade out
+    comp = Compressor(model, (x[:2],), Budget(flops=fraction), total_steps=60, rewind=False)
     opt = torch.optim.SGD(comp.model.parameters(), lr=0.01, momentum=0.9)
     ratios = []
     for _ in range(60):
@@ -72,10 +73,16 @@ def test_controller_reaches_budget_in_a_handwritten_loop_and_export_meets_it(fra
         opt.zero_grad()
         loss.backward()
         opt.step()
-        comp.step()
+        comp.step(loss.item())
         ratios.append(comp.status()["surrogate"] / comp.status()["dense"])
     assert ratios[-1] < ratios[0]  # the penalty shrank the relaxed cost
     assert ratios[-1] < fraction * 1.5
+    trace = comp.trace
+    assert [t["step"] for t in trace] == list(range(1, 61))
+    assert {t["phase"] for t in trace[:44]} == {"anneal"} and {t["phase"] for t in trace[45:]} == {"harden"}
+    assert all(t["budget_ratio"] == pytest.approx(fraction) for t in trace)
+    assert trace[0]["target_ratio"] < 1.0 and trace[-1]["target_ratio"] == pytest.approx(fraction)
+    assert all(isinstance(t["loss"], float) for t in trace)
     result = comp.export()  # verified against the masked model inside
     exact = netdiet.measured_flops(result.model, (x[:2],))
     dense = netdiet.measured_flops(model, (x[:2],))
@@ -109,7 +116,7 @@ def test_low_rank_layer_is_exported_factorized_when_it_pays() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 3))
     x = torch.randn(8, 64)
-    comp = Compressor(model, (x,), Budget(flops=0.4))
+    comp = Compressor(model, (x,), Budget(flops=0.4), rewind=False)  # rank gates only on gated weights
     with torch.no_grad():  # make the middle layer's spectrum decay so a low rank is the obvious choice
         b = comp.method.gates.rank("2.weight")
         b.copy_(torch.logspace(0, -4, b.numel()))
@@ -125,7 +132,7 @@ def test_save_and_load_round_trip_of_a_factorized_export(tmp_path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 3))
     x = torch.randn(8, 64)
-    comp = Compressor(model, (x,), Budget(flops=0.4))
+    comp = Compressor(model, (x,), Budget(flops=0.4), rewind=False)  # rank gates only on gated weights
     with torch.no_grad():
         comp.method.gates.rank("2.weight").copy_(torch.logspace(0, -4, 256))
     result = comp.export()
@@ -133,3 +140,24 @@ def test_save_and_load_round_trip_of_a_factorized_export(tmp_path) -> None:
     again = netdiet.load(tmp_path / "slim", model)
     with torch.no_grad():
         torch.testing.assert_close(again(x), result.model(x))
+
+
+def test_penalty_without_begin_names_total_steps_and_unknown_options_are_refused() -> None:
+    model = small_cnn()
+    x, _ = data(2)
+    comp = Compressor(model, (x,), Budget(flops=0.5))
+    with pytest.raises(ConfigError, match="total_steps"):
+        comp.penalty()
+    comp.begin(10)
+    assert torch.isfinite(comp.penalty())
+    with pytest.raises(ConfigError, match="at least one step"):
+        comp.begin(0)
+    with pytest.raises(ConfigError, match=r"no option\(s\) \['lambda_lr', 'warmup_steps'\]"):
+        Compressor(model, (x,), Budget(flops=0.5), lambda_lr=0.5, warmup_steps=3)
+    with pytest.raises(ConfigError, match="importance"):
+        Compressor(model, (x,), Budget(flops=0.5), importance="random")
+
+
+def test_unknown_gate_optimizer_is_refused() -> None:
+    with pytest.raises(ConfigError, match="gate_optimizer"):
+        L1L2Config(gate_optimizer="adamw")  # a typo must not silently train the gates with SGD

@@ -1,4 +1,4 @@
-"""S(a), the budget parser and the dual-ascent controller."""
+"""S(a), the budget parser, the cost schedule and the penalty controller."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget, relaxed_count
-from netdiet.methods.controller import DualAscent
+from netdiet.methods.controller import CostSchedule, PenaltyController
 from netdiet.methods.relaxed import readoff_threshold
 
 gates = st.lists(st.floats(min_value=0.0, max_value=10.0, allow_nan=False), min_size=1, max_size=40)
@@ -77,12 +77,84 @@ def test_budget_needs_exactly_one_metric() -> None:
         Budget(flops=0.5, params=0.5)
 
 
-def test_dual_ascent_grows_above_target_and_decays_below_after_warmup() -> None:
-    c = DualAscent(lr=0.1, warmup_steps=2)
-    assert c.update(2.0) == 0.0 and c.update(2.0) == 0.0  # warm-up
-    assert c.update(2.0) == pytest.approx(0.1)
-    assert c.update(3.0) == pytest.approx(0.3)
-    assert c.update(0.5) == pytest.approx(0.25)
-    for _ in range(20):
-        c.update(0.0)
-    assert c.lam == 0.0
+@pytest.mark.parametrize("total", [2, 3, 7, 20, 100, 601])
+@pytest.mark.parametrize("budget", [0.3, 0.5, 0.9])
+def test_cost_schedule_starts_dense_ends_at_budget_monotone_and_fades_to_zero(
+    total: int, budget: float
+) -> None:
+    s = CostSchedule(budget, anneal_fraction=0.5, harden_fraction=0.25)
+    assert s.target_ratio(0, total) == 1.0
+    targets = [s.target_ratio(k, total) for k in range(total + 1)]
+    assert all(b <= a for a, b in zip(targets, targets[1:]))  # never rises
+    assert all(budget - 1e-12 <= t <= 1.0 for t in targets)
+    anneal = s.anneal_steps(total)
+    assert 1 <= anneal <= total
+    assert all(
+        t == pytest.approx(budget, abs=1e-12) for t in targets[anneal:]
+    )  # the budget from the anneal's end
+    start = s.harden_start(total)
+    assert anneal <= start <= total
+    fades = [s.fade(k, total) for k in range(total + 1)]
+    assert all(f == 1.0 for f in fades[:start])  # untouched before hardening
+    assert all(b <= a for a, b in zip(fades, fades[1:]))
+    assert all(0.0 <= f <= 1.0 for f in fades)
+    assert fades[total] == 0.0  # the dropped gates are exactly 0 at the last step
+
+
+def test_cost_schedule_is_cubic_and_a_budget_above_dense_stays_at_dense() -> None:
+    s = CostSchedule(0.5, anneal_fraction=0.5, harden_fraction=0.25)
+    assert s.anneal_steps(100) == 50 and s.harden_start(100) == 75
+    assert s.target_ratio(25, 100) == pytest.approx(0.5 + 0.5 * 0.5**3)
+    assert CostSchedule(0.5, 1.0, 0.0).harden_start(10) == 10  # no hardening phase
+    assert all(CostSchedule(1.5).target_ratio(k, 10) == 1.0 for k in range(11))
+
+
+@pytest.mark.parametrize("anneal, harden", [(0.0, 0.25), (1.5, 0.0), (0.5, -0.1), (0.5, 1.0), (0.8, 0.3)])
+def test_cost_schedule_refuses_bad_fractions(anneal: float, harden: float) -> None:
+    with pytest.raises(ConfigError, match="fraction"):
+        CostSchedule(0.5, anneal, harden)
+    with pytest.raises(ConfigError, match="budget ratio"):
+        CostSchedule(0.0)
+
+
+def test_penalty_controller_sign_follows_the_error_and_calibrate_scales() -> None:
+    c = PenaltyController(kp=2.0, ki=0.5)
+    assert not c.calibrated and c.update(2.0) == 0.0  # no lambda before calibration
+    c.calibrate(task_grad_norm=3.0, penalty_grad_norm=1.5)
+    assert c.calibrated and c.scale == pytest.approx(2.0)
+    assert c.update(1.2) == pytest.approx(2.0 * (2.0 * 0.2 + 0.5 * 0.2))  # above target: lambda > 0
+    assert c.lam > 0
+    c2 = PenaltyController(kp=2.0, ki=0.5)
+    c2.calibrate(3.0, 1.5)
+    assert c2.update(0.8) < 0  # below target: lambda < 0, pushing the cost back up
+    assert c2.update(1.0) < 0  # on target: only the (negative) integral is left
+    assert c2.update(1.0) == pytest.approx(c2.scale * c2.integral)
+    # the same error under a larger measured scale gives a proportionally larger lambda
+    big = PenaltyController(kp=2.0, ki=0.5)
+    big.calibrate(30.0, 1.5)
+    assert big.update(1.2) == pytest.approx(10 * c.lam, rel=1e-9)
+    # `dt` (the step as a fraction of the anneal) scales only the integral's increment
+    slow = PenaltyController(kp=2.0, ki=0.5)
+    slow.calibrate(3.0, 1.5)
+    assert slow.update(1.2, dt=0.1) == pytest.approx(2.0 * (2.0 * 0.2 + 0.5 * 0.2 * 0.1))
+    assert slow.integral == pytest.approx(0.5 * 0.2 * 0.1)
+    # degenerate measurements fall back to unit scale
+    for t, p in [(1.0, 0.0), (0.0, 1.0), (float("nan"), 1.0)]:
+        d = PenaltyController()
+        d.calibrate(t, p)
+        assert d.scale == 1.0
+
+
+def test_penalty_controller_integral_is_clamped_and_state_round_trips() -> None:
+    c = PenaltyController(kp=0.0, ki=1.0)
+    c.calibrate(1.0, 1.0)
+    for _ in range(100):
+        c.update(100.0)  # error clipped to 1, integral to 10
+    assert c.lam == pytest.approx(10.0)
+    state = c.state_dict()
+    d = PenaltyController(kp=0.0, ki=1.0)
+    d.load_state_dict(state)
+    assert d.state_dict() == state and d.calibrated
+    assert d.update(0.5) == pytest.approx(c.update(0.5))
+    with pytest.raises(ConfigError, match="gains"):
+        PenaltyController(kp=1.0, ki=0.0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from netdiet import zoo
+from netdiet.data import Batch
 from netdiet.errors import RecipeError
 from netdiet.train import TrainConfig, fit, fit_inplace, load_checkpoint, load_model, save_model
 from netdiet.train import checkpoint as ckpt_mod
@@ -153,3 +155,114 @@ def test_cuda_amp_training(digits8) -> None:
     cfg = TrainConfig(epochs=2, lr=0.05, device="cuda", progress=False)
     result = fit(tiny_resnet(), digits8.train, digits8.eval, cfg)
     assert result.final["val_accuracy"] > 0.3
+
+
+# ----- fractional epochs, step hooks, input layout --------------------------------------------------------
+
+
+class Batches:
+    """`n` batches of 4 tiny images; `channels_last` hands them out NHWC-strided, as the image loaders do."""
+
+    def __init__(self, n: int = 8, channels_last: bool = False) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(4 * n, 3, 6, 6, generator=g)
+        self.y = torch.randint(0, 3, (4 * n,), generator=g)
+        self.n, self.channels_last, self.num_examples = n, channels_last, 4 * n
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for i in range(0, 4 * self.n, 4):
+            x = self.x[i : i + 4]
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield Batch((x,), self.y[i : i + 4])
+
+
+class Recorder(torch.nn.Module):
+    """A small CNN that records the memory layout of every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.fc = torch.nn.Linear(4, 3)
+        self.layouts: list[tuple[bool, bool]] = []  # (contiguous, channels-last contiguous)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append((x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)))
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class CountingHook:
+    """A step hook that counts optimizer steps and checks when `before_step` runs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.total: int | None = None
+        self.before: list[bool] = []  # per call: every parameter had a gradient
+        self.after: list[bool] = []  # per call: the weights moved since the matching before_step
+        self._weights: list[torch.Tensor] = []
+
+    def begin(self, total_steps: int) -> None:
+        self.total = total_steps
+
+    def penalty(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def before_step(self) -> None:
+        self.before.append(all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in self.params))
+        self._weights = [p.detach().clone() for p in self.params]
+
+    def after_step(self, loss: float) -> None:
+        moved = len(self._weights) == len(self.params) and all(
+            not torch.equal(w, p) for w, p in zip(self._weights, self.params)
+        )
+        self.after.append(moved)
+        self._weights = []
+
+    def status(self) -> dict[str, float]:
+        return {}
+
+
+@pytest.mark.parametrize("epochs, steps, records", [(0.25, 2, [2]), (1.5, 12, [8, 12]), (2, 16, [8, 16])])
+def test_fractional_epochs_stop_mid_epoch_at_the_step_count(
+    epochs: float, steps: int, records: list[int]
+) -> None:
+    model = Recorder()
+    hook = CountingHook(model)
+    cfg = TrainConfig(epochs=epochs, lr=0.01, progress=False, tensorboard=False)
+    result = fit_inplace(model, Batches(8), None, cfg, step_hook=hook)
+    assert hook.total == steps  # begin() was told the run's length
+    assert len(hook.after) == steps and len(model.layouts) == steps  # one forward per optimizer step
+    assert len(result.history) == math.ceil(epochs)
+    assert [r["step"] for r in result.history] == records
+
+
+def test_before_step_runs_once_per_step_after_backward_and_before_the_optimizer() -> None:
+    model = Recorder()
+    hook = CountingHook(model)
+    cfg = TrainConfig(epochs=1.5, lr=0.05, progress=False, tensorboard=False)
+    fit_inplace(model, Batches(4), None, cfg, step_hook=hook)
+    assert len(hook.before) == len(hook.after) == 6
+    assert all(hook.before)  # every parameter held a (nonzero) gradient when before_step ran
+    assert all(hook.after)  # and the optimizer stepped after it, before after_step
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_model_gets_contiguous_inputs_from_channels_last_batches(channels_last: bool) -> None:
+    loader = Batches(3, channels_last=True)
+    x = next(iter(loader)).inputs[0]
+    assert not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    model = Recorder()
+    cfg = TrainConfig(epochs=1, lr=0.01, channels_last=channels_last, progress=False, tensorboard=False)
+    fit_inplace(model, loader, None, cfg)
+    assert len(model.layouts) == 3
+    if channels_last:  # asked for: the model and its inputs are channels-last
+        assert all(cl for _, cl in model.layouts)
+    else:  # NCHW-contiguous, so backward never sees NHWC-strided input (torch 2.13 oneDNN heap bug)
+        assert all(contiguous for contiguous, _ in model.layouts)

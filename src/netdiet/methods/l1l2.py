@@ -67,7 +67,9 @@ class L1L2Config:
         if self.importance not in IMPORTANCE:
             raise ConfigError(f"importance must be one of {IMPORTANCE}, got {self.importance!r}")
         if self.freeze_weights and not self.rewind:
-            raise ConfigError("freeze_weights=True needs rewind=True (frozen gated weights are the dense ones)")
+            raise ConfigError(
+                "freeze_weights=True needs rewind=True (frozen gated weights are the dense ones)"
+            )
         if self.harden_fraction is None:
             # with rewind the gated weights are discarded, so fading units out under them buys nothing
             self.harden_fraction = 0.0 if self.rewind else 0.25

@@ -146,7 +146,7 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         lines += [
             "## Gated phase",
             "",
-            f"{len(trace)} gated steps; relaxed cost / dense at the start of hardening "
+            f"{len(trace)} gated steps; relaxed cost / dense when the setting was fixed "
             f"{_fmt(dyn.get('cost_ratio_at_hardening'), 1, 3)} for a budget of {_fmt(dyn.get('budget_ratio'), 1, 3)}.",
             "",
             "![gated phase](dynamics.png)",

@@ -49,13 +49,18 @@ class StepHook(Protocol):
     def status(self) -> dict[str, float]: ...
 
 
-def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> NonFiniteError:
+def _hint(cfg: TrainConfig) -> str:
     hint = (
         f"lower the learning rate (now {cfg.lr:g}; for fine-tuning a trained model 0.01 (SGD) or 1e-4 "
         "(AdamW) is typical)"
     )
     if cfg.grad_clip is None:
         hint += ", set grad_clip (e.g. 1.0)"
+    return hint
+
+
+def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> NonFiniteError:
+    hint = _hint(cfg)
     return NonFiniteError(
         f"training diverged: non-finite {what} ({value}) at step {step}. To fix: {hint}, or check the "
         "data for NaN/inf. The run was stopped before saving anything from this step.",
@@ -65,14 +70,15 @@ def _diverged(what: str, value: float, step: int, cfg: TrainConfig) -> NonFinite
     )
 
 
-def check_finite_weights(model: nn.Module, step: int | None = None) -> None:
+def check_finite_weights(model: nn.Module, step: int | None = None, cfg: TrainConfig | None = None) -> None:
     """Refuse a model holding NaN/inf (never save or return one)."""
     for name, p in model.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
             where = f" at step {step}" if step is not None else ""
+            hint = _hint(cfg) if cfg is not None else "lower the learning rate or set grad_clip"
             raise NonFiniteError(
-                f"the model's '{name}' holds NaN/inf{where}: the training diverged (lower the learning "
-                "rate or set grad_clip); nothing was saved",
+                f"the model's '{name}' holds NaN/inf{where}: the training diverged. To fix: {hint}. "
+                "Nothing was saved.",
                 step=step,
                 what=name,
             )
@@ -243,9 +249,13 @@ def fit_inplace(
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
+                    before = getattr(step_hook, "before_step", None)
+                    if cfg.grad_clip is not None or before is not None:
+                        scaler.unscale_(optimizer)  # hooks and clipping see true gradients
                     if cfg.grad_clip is not None:
-                        scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    if before is not None:
+                        before()
                     scaler.step(optimizer)
                     scaler.update()
                     loss_value = float(loss.detach())
@@ -314,7 +324,7 @@ def fit_inplace(
                 record.update({f"{eval_split}_loss": m["loss"], f"{eval_split}_accuracy": m["accuracy"]})
                 record["eval_time_s"] = time.perf_counter() - t1
             history.append(record)
-            check_finite_weights(model, step)
+            check_finite_weights(model, step, cfg)
             if ctx.is_main:
                 if ckpt_dir is not None and (
                     (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == n_epochs
