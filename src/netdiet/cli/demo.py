@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from netdiet import zoo
+from netdiet.cli.compress import write_metrics
 from netdiet.compress import compress
 from netdiet.data import DataSpec, build_data
 from netdiet.export import save
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     report["compressed"]["test_accuracy"] = evaluate(result.model, test)["accuracy"]
     out = Path(args.out)
     save(result.model, out)
+    write_metrics(out, result.trace, result.history)
+    if result.snapshots:
+        atomic_write_json(out / "gates.json", result.snapshots)
     atomic_write_json(out / "report.json", report)
     md = write_report([out], out)
     console.print("[bold]3/3[/] measured")
