@@ -38,7 +38,8 @@ SNAPSHOTS = 6  # gate snapshots kept over the gated phase (for histograms in the
 
 @dataclass
 class L1L2Config:
-    """`gate_lr` is a floor: short gated phases raise it so gates can cross [0, 1] within the anneal.
+    """`gate_lr` applies only to `gate_optimizer="adam"` (a floor: short gated phases raise it so gates can
+    cross [0, 1] within the anneal); the default plain-gradient gates size their steps from the anneal.
     `anneal_fraction` / `harden_fraction`: parts of the gated phase spent moving the cost target to the
     budget and fading out the dropped units. `importance`: how units are ranked at read-off.
     `rewind` (default): export the learned setting on the *dense* model's weights, not the gated ones.
