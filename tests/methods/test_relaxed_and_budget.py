@@ -63,11 +63,31 @@ def test_budget_parse(text: str, metric: str, value: float) -> None:
         ("speed=0.5", "unknown budget metric"),
         ("flops=-1", "positive"),
         ("flops=0", "positive"),
+        ("flops=1.5", "above 1, so it is not a fraction.*flops=1.5 or flops_abs=1.5"),
+        ("params=300000", "params=300k or params_abs=300000"),
+        ("latency_abs=0.5", "always a fraction"),
     ],
 )
 def test_bad_budget_strings_are_refused_clearly(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Budget.parse(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["flops=40M", "flops_abs=4e7", "params_abs=12345", "weight_bytes=1.5M", "flops=0.3"]
+)
+def test_budget_strings_round_trip_and_say_whether_absolute(text: str) -> None:
+    b = Budget.parse(text)
+    assert Budget.parse(str(b)) == b
+    assert b.relative == (text == "flops=0.3")
+    assert b.target(1000.0) == pytest.approx(300.0 if b.relative else b.value)
+
+
+def test_python_budget_above_one_needs_absolute() -> None:
+    with pytest.raises(ConfigError, match="absolute=True"):
+        Budget(flops=40e6)
+    b = Budget(flops=40e6, absolute=True)
+    assert not b.relative and b.to_dict() == {"flops_abs": 40e6} and b.target(1e9) == 40e6
 
 
 def test_budget_needs_exactly_one_metric() -> None:

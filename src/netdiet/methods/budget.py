@@ -15,12 +15,14 @@ _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 @dataclass(frozen=True)
 class Budget:
-    """One limit on one metric. `value` <= 1 is a fraction of the dense model's cost; > 1 is absolute.
+    """One limit on one metric: a fraction of the dense model's cost, or an absolute amount said so.
 
-    `Budget(flops=0.5)` keeps half the FLOPs; `Budget(flops=40e6)` allows 40 MFLOPs
-    (a multiply-add counts 2). Latency is measured, not counted: `Budget(latency=0.6)` is 60% of the
-    dense model's latency on the latency table's device and runtime (always a fraction),
-    `Budget(latency_ms=2.0)` an absolute limit in milliseconds; both need a latency table.
+    `Budget(flops=0.5)` keeps half the FLOPs; `Budget(flops=40e6, absolute=True)` allows 40 MFLOPs
+    (a multiply-add counts 2). A bare value above 1 is refused rather than guessed: `flops=1.5` is as
+    likely a typo for 0.15 as a limit of 1.5 FLOPs. Latency is measured, not counted:
+    `Budget(latency=0.6)` is 60% of the dense model's latency on the latency table's device and runtime
+    (always a fraction), `Budget(latency_ms=2.0)` an absolute limit in milliseconds; both need a latency
+    table.
     """
 
     flops: float | None = None
@@ -29,6 +31,7 @@ class Budget:
     bops: float | None = None
     latency: float | None = None
     latency_ms: float | None = None
+    absolute: bool = False
 
     def __post_init__(self) -> None:
         given = [(m, getattr(self, m)) for m in METRICS if getattr(self, m) is not None]
@@ -44,6 +47,15 @@ class Budget:
             raise ConfigError(
                 f"budget latency={value} is a fraction of the dense latency and must be <= 1; "
                 f"for milliseconds write latency_ms={value}"
+            )
+        if metric == "latency" and self.absolute:
+            raise ConfigError("budget latency= is always a fraction; for milliseconds write latency_ms=")
+        if metric != "latency_ms" and not self.absolute and value > 1.0:
+            raise ConfigError(
+                f"budget {metric}={value:g} is above 1, so it is not a fraction of the dense model's cost; "
+                f"for a fraction write e.g. {metric}=0.5, for an absolute limit give a unit or the explicit "
+                f"form: {metric}={_human(value)} or {metric}_abs={value:g} "
+                f"(Python: Budget({metric}={value:g}, absolute=True))"
             )
 
     @property
@@ -66,20 +78,26 @@ class Budget:
 
     @property
     def relative(self) -> bool:
-        if self.name == "latency_ms":
-            return False
-        return self.value <= 1.0
+        return self.name != "latency_ms" and not self.absolute
 
     def target(self, dense_cost: float) -> float:
         """The absolute limit for a model whose dense cost is `dense_cost`."""
         return self.value * dense_cost if self.relative else self.value
 
     def to_dict(self) -> dict[str, Any]:
+        """{'flops': 0.5} for a fraction, {'flops_abs': 4e7} for an absolute limit (what `parse` reads)."""
+        if self.absolute and self.name != "latency_ms":
+            return {f"{self.name}_abs": self.value}
         return {self.name: self.value}
+
+    def __str__(self) -> str:
+        ((key, value),) = self.to_dict().items()
+        return f"{key}={value:g}"
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        """'flops=0.5', 'flops=40M', 'params=0.3', 'weight_bytes=1.5M', 'latency=0.6', 'latency_ms=2.5'."""
+        """'flops=0.5' (a fraction), 'flops=40M' or 'flops_abs=4e7' (absolute), 'params=0.3',
+        'weight_bytes=1.5M', 'latency=0.6', 'latency_ms=2.5'. A bare value above 1 is refused."""
         m = re.fullmatch(r"\s*([a-z_]+)\s*=\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)\s*", text or "")
         if not m:
             raise ConfigError(
@@ -87,10 +105,23 @@ class Budget:
                 f"or flops=40M (absolute); metrics: {', '.join(METRICS)}"
             )
         metric, number, suffix = m.group(1), m.group(2), m.group(3).lower()
+        absolute = bool(suffix)
+        if metric.endswith("_abs") and metric[: -len("_abs")] in METRICS:
+            metric, absolute = metric[: -len("_abs")], True
         if metric not in METRICS:
             raise ConfigError(f"unknown budget metric '{metric}'; use one of {', '.join(METRICS)}")
         try:
             value = float(number) * _SUFFIX[suffix]
         except ValueError as exc:
             raise ConfigError(f"budget value '{number}' is not a number") from exc
-        return cls(**{metric: value})
+        if metric == "latency_ms":
+            absolute = False  # always milliseconds; the field says so
+        return cls(**{metric: value}, absolute=absolute)
+
+
+def _human(value: float) -> str:
+    """40000000.0 -> '40M': the unit-suffixed form `parse` reads."""
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
