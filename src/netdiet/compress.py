@@ -17,6 +17,8 @@ Without a `train_config` the optimiser is one meant for *fine-tuning a trained m
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netdiet.compress_state import FINETUNE_DIR, load_gated, save_gated
 from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
@@ -38,6 +41,7 @@ from netdiet.report import compare_latency
 from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 from netdiet.space import analyze
 from netdiet.train import TrainConfig, evaluate, fit_inplace
+from netdiet.train.checkpoint import has_checkpoint
 
 
 @dataclass
@@ -125,6 +129,7 @@ def compress(
     latency_batch: int | None = None,
     force_table: bool = False,
     progress: bool = True,
+    work_dir: str | Path | None = None,
 ) -> CompressionResult:
     """Compress `model` (not modified) to `budget` with `method`; see the module docstring for the steps.
 
@@ -139,6 +144,10 @@ def compress(
     one, the model is profiled now on `latency_backend` (default onnxruntime where installed) at
     `latency_batch` (default 1; a given table must match it). The report then holds predicted and
     measured latency of both models on that backend.
+
+    `work_dir` keeps the run's resumable state (see `netdiet.compress_state`): called again with the same
+    arguments and work_dir after an interruption, compress continues after the last finished phase or
+    fine-tune epoch and returns the same model an uninterrupted call would have.
     """
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")
@@ -177,19 +186,42 @@ def compress(
     dense_ref = frozen_copy(model)
     teacher = dense_ref if distill > 0 else None
     history: list[dict[str, Any]] = []
-    t_train = time.perf_counter()
-    if comp.needs_training and epochs > 0:
-        cfg = replace(base, epochs=epochs, kd_alpha=distill)
-        history += fit_inplace(
-            comp.model, train_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
-        ).history
-    compress_train_s = time.perf_counter() - t_train
-    exported = comp.export()
+    work = Path(work_dir) if work_dir is not None else None
+    run_id = _run_fingerprint(model, comp, epochs, finetune_epochs, distill, base, method_options)
+    saved = load_gated(work, model, run_id) if work is not None else None
+    if saved is not None:
+        exported, trace, gate_snapshots = saved["exported"], saved["trace"], saved["snapshots"]
+        history += saved["history"]
+        compress_train_s = float(saved["compress_train_s"])
+    else:
+        t_train = time.perf_counter()
+        if comp.needs_training and epochs > 0:
+            cfg = replace(base, epochs=epochs, kd_alpha=distill)
+            history += fit_inplace(
+                comp.model, train_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
+            ).history
+        compress_train_s = time.perf_counter() - t_train
+        exported = comp.export()
+        trace, gate_snapshots = comp.trace, snapshots(comp)
+        if work is not None:
+            save_gated(
+                work,
+                exported,
+                fingerprint=run_id,
+                trace=trace,
+                snapshots=gate_snapshots,
+                history=history,
+                compress_train_s=compress_train_s,
+            )
     slim = exported.model
     t_ft = time.perf_counter()
     if finetune_epochs > 0:
-        cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill)
-        history += fit_inplace(slim, train_data, {}, cfg, teacher=teacher).history
+        cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill, tensorboard=False)
+        ft_dir = work / FINETUNE_DIR if work is not None else None
+        resume = ft_dir is not None and has_checkpoint(ft_dir / "checkpoint")
+        history += fit_inplace(
+            slim, train_data, {}, cfg, teacher=teacher, run_dir=ft_dir, resume=resume
+        ).history
     finetune_s = time.perf_counter() - t_ft
     model = dense_ref  # every measurement of "dense" below uses the copy
 
@@ -231,17 +263,46 @@ def compress(
         lat = compare_latency({"dense": model, "compressed": slim}, batch_inputs, repeats=20)
         report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
         report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
-    report["dynamics"] = dynamics_summary(comp)
-    return CompressionResult(slim, exported.recipe, report, exported, history, comp.trace, snapshots(comp))
+    report["dynamics"] = dynamics_summary(trace)
+    return CompressionResult(slim, exported.recipe, report, exported, history, trace, gate_snapshots)
+
+
+def _run_fingerprint(
+    model: nn.Module,
+    comp: Compressor,
+    epochs: float,
+    finetune_epochs: float,
+    distill: float,
+    config: TrainConfig,
+    options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What must be equal for a saved state to belong to this call (weights by content, not by shape)."""
+    digest = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "weights": digest.hexdigest()[:16],
+        "method": comp.method.name,
+        "budget": str(comp.budget),
+        "options": json.dumps(options or {}, sort_keys=True, default=str),
+        "epochs": float(epochs),
+        "finetune_epochs": float(finetune_epochs),
+        "distill": float(distill),
+        "train_config": json.dumps(
+            {k: v for k, v in config.to_json().items() if k not in ("progress", "tensorboard")},
+            sort_keys=True,
+            default=str,
+        ),
+    }
 
 
 def snapshots(comp: Compressor) -> list[dict[str, Any]]:
     return list(getattr(comp.method, "snapshots", []))
 
 
-def dynamics_summary(comp: Compressor) -> dict[str, Any]:
+def dynamics_summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the gated phase ended: relaxed cost against the budget, lambda, whether it hardened."""
-    trace = comp.trace
     if not trace:
         return {"gated_steps": 0}
     last = trace[-1]

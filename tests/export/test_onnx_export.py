@@ -25,7 +25,10 @@ def test_exported_model_round_trips_through_onnx_runtime(name: str, tmp_path: Pa
     space = netdiet.analyze(model, inputs)
     slim = space.export(space.sample(0.5, seed=0))
     path = to_onnx(slim, inputs, tmp_path / "slim.onnx")
-    assert path.is_file() and not list(tmp_path.glob(".*.onnx"))  # temp file renamed, nothing left over
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["slim.onnx"]  # one file, nothing left over
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    path = path.rename(alone / "moved.onnx")  # self-contained: copied alone, it still loads
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     bigger = tuple(torch.cat([t, t, t]) for t in inputs)  # batch 6: the batch dimension is dynamic
     got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), bigger)})[0]
@@ -42,6 +45,21 @@ def test_factorised_layers_export_to_onnx(tmp_path: Path) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     factorize(model, {"0": 4})
     to_onnx(model, (torch.randn(3, 16),), tmp_path / "f.onnx")
+
+
+def test_large_models_keep_weights_in_a_fixed_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import netdiet.export.onnx as onnx_export
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 1000)  # as if the model were over 1.8 GB
+    path = to_onnx(model, (torch.randn(2, 64),), tmp_path / "big.onnx")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 10**12)
+    to_onnx(model, (torch.randn(2, 64),), path)  # re-export as one file: the stale data file goes
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["big.onnx"]
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def test_onnx_export_refuses_keyword_inputs(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ from torch import nn
 from netdiet.errors import ConfigError, VerificationError
 from netdiet.graph import normalize_inputs
 from netdiet.graph.capture import eval_mode
+
+EXTERNAL_DATA_BYTES = 1_800_000_000  # below protobuf's 2 GB message limit, with room for the graph
+
+
+def _param_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def _require() -> Any:
@@ -77,7 +84,10 @@ def to_onnx(
     dynamic_batch: bool = True,
     rtol: float = 1e-4,
 ) -> Path:
-    """Write `model` as ONNX to `path` and check ONNX Runtime's outputs against PyTorch's (max rel. error)."""
+    """Write `model` as ONNX to `path` and check ONNX Runtime's outputs against PyTorch's (max rel. error).
+
+    The file is self-contained (copy it alone and it loads); a model over 1.8 GB of weights keeps them in
+    `path + ".data"` beside it. Nothing is left at `path` unless the check passed."""
     ort = _require()
     args = _tensors(example_inputs)
     out = Path(path)
@@ -85,21 +95,26 @@ def to_onnx(
     names = [f"input_{i}" for i in range(len(args))]
     # AUTO: dynamic where the model allows it, static (never an error) where it does not
     dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
+    # One self-contained file: weights inline (protobuf's 2 GB limit allows it for every model that fits
+    # a phone or a CPU); above it the weights go to `<name>.data` beside it, a fixed, documented name.
+    # Both are written in a private staging folder and moved into place only once ONNX Runtime agrees.
+    external = _param_bytes(model) > EXTERNAL_DATA_BYTES
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = staging / out.name
     try:
         with eval_mode(model), torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
                 model,
                 tuple(args),
-                tmp,
+                str(tmp),
                 dynamo=True,
+                external_data=external,
                 input_names=names,
                 dynamic_shapes=dynamic,
                 verbose=False,
             )
             expected = _outputs(model(*args))
-        session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run(None, {n: a.detach().cpu().numpy() for n, a in zip(names, args)})
         if len(got) != len(expected):
             raise VerificationError(f"ONNX model returns {len(got)} outputs, PyTorch {len(expected)}")
@@ -111,10 +126,22 @@ def to_onnx(
                 raise VerificationError(
                     f"ONNX Runtime output {i} differs from PyTorch: max relative error {err:.3g}"
                 )
+        data = out.with_name(out.name + ".data")
+        written = [f for f in staging.iterdir() if f != tmp]
+        if external:
+            if [f.name for f in written] != [data.name]:
+                raise VerificationError(
+                    f"the ONNX exporter wrote {[f.name for f in written]} beside the model, "
+                    f"expected only {data.name}"
+                )
+            os.replace(written[0], data)
+        elif written:
+            raise VerificationError(f"the ONNX exporter wrote unexpected files {[f.name for f in written]}")
+        elif data.exists():
+            data.unlink()  # a stale data file of an earlier, larger export must not sit beside this one
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
