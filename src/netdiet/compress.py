@@ -42,6 +42,7 @@ from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 from netdiet.space import analyze
 from netdiet.train import TrainConfig, evaluate, fit_inplace
 from netdiet.train.checkpoint import has_checkpoint
+from netdiet.train.model_io import refuse_non_finite
 
 
 @dataclass
@@ -151,6 +152,7 @@ def compress(
     """
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")
+    refuse_non_finite(model, "compress: the model to compress")  # an SVD of NaN fails far from the cause
     t_start = time.perf_counter()
     train_data = as_loader(train_data)
     if eval_data is not None:

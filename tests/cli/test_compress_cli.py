@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import netdiet
 from netdiet.cli.main import main
@@ -89,6 +90,15 @@ def test_compress_cli_writes_the_gated_trace_and_the_report_plots_it(slim_run: P
     [
         (["--budget", "speed=2"], "unknown budget metric"),
         (["--budget", "flops=0.5", "--model", "vgg"], "does not match"),
+        (["--budget", "flops=1.5"], "above 1, so it is not a fraction"),
+        (["--budget", "flops=0.5", "--method", "uniform", "--epochs", "2"], "uniform is one-shot"),
+        (["--budget", "flops=0.5", "--method", "magnitude", "--no-lowrank"], "--no-lowrank does not apply"),
+        (["--budget", "flops=0.5", "--latency-batch", "64"], "--latency-batch applies to latency budgets"),
+        (
+            ["--budget", "latency=0.6", "--latency-table", "no/such/table.json"],
+            "does not exist; check the path",
+        ),
+        (["--budget", "flops=0.5", "--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_compress_cli_bad_input(
@@ -97,4 +107,71 @@ def test_compress_cli_bad_input(
     argv = ["compress", "--checkpoint", str(dense_run), "--out", str(tmp_path / "x"), "--no-progress", *extra]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out nor a staging folder
+
+
+def _compress(dense_run: Path, out: Path, *extra: str) -> int:
+    argv = ["compress", "--checkpoint", str(dense_run), "--budget", "flops=0.5", "--epochs", "0.5"]
+    return main(
+        [*argv, "--finetune-epochs", "2", "--subset", "256", "--out", str(out), "--no-progress", *extra]
+    )
+
+
+def test_out_is_complete_or_absent_and_never_keeps_stale_files(
+    dense_run: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "slim"
+    assert _compress(dense_run, out, "--json") == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert {"recipe.json", "model.safetensors", "report.json", "metrics.jsonl", "base.json"} <= set(files)
+    assert not (out / "state").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["slim"]
+    printed = json.loads(capsys.readouterr().out)
+    assert (
+        printed["compressed"]["flops"] == json.loads((out / "report.json").read_text())["compressed"]["flops"]
+    )
+
+    assert _compress(dense_run, out) == 2  # an existing result is refused ...
+    assert "--overwrite" in capsys.readouterr().err
+    (out / "stale.onnx").write_text("from an earlier run")
+    assert _compress(dense_run, out, "--overwrite") == 0  # ... and replaced whole
+    assert not (out / "stale.onnx").exists()
+    assert "netdiet compress: l1l2 to flops=0.5" in capsys.readouterr().out  # a line per phase, a table
+    assert main(["eval", "--checkpoint", str(out), "--json"]) == 0  # a compressed run evaluates
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    report = json.loads((out / "report.json").read_text())
+    assert metrics["test"]["accuracy"] == pytest.approx(report["compressed"]["test_accuracy"])
+
+
+def test_interrupted_compress_resumes_into_the_same_out(
+    dense_run: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import importlib
+
+    compress_module = importlib.import_module("netdiet.compress")
+    reference = tmp_path / "reference"
+    assert _compress(dense_run, reference) == 0
+    real_fit = compress_module.fit_inplace
+
+    def stop_after_first_finetune_epoch(*args, **kwargs):
+        if kwargs.get("run_dir") is None:
+            return real_fit(*args, **kwargs)
+
+        def stop(epoch, record):
+            raise KeyboardInterrupt
+
+        return real_fit(*args, callbacks=[stop], **kwargs)
+
+    out = tmp_path / "slim"
+    monkeypatch.setattr(compress_module, "fit_inplace", stop_after_first_finetune_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _compress(dense_run, out)
+    monkeypatch.setattr(compress_module, "fit_inplace", real_fit)
+    assert not out.exists() and (tmp_path / ".slim.partial" / "state" / "gated" / "state.json").is_file()
+    assert _compress(dense_run, out) == 2 and "--resume" in capsys.readouterr().err
+    assert _compress(dense_run, out, "--resume") == 0
+    assert not (tmp_path / ".slim.partial").exists()
+    a = load_file(out / "model.safetensors")
+    b = load_file(reference / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _compress(dense_run, out, "--resume") == 2  # nothing left to resume
+    assert "no interrupted run" in capsys.readouterr().err

@@ -8,17 +8,31 @@ and `report.json` (budget, accuracy on val and the reported split, exact FLOPs/p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from netdiet.atomic import StagedDir, atomic_write_json, atomic_write_text
+from netdiet.cli.model_source import (
+    BASE_FILE,
+    BASE_FORMAT,
+    absolute_factory,
+    base_record,
+    is_factory,
+    load_run,
+    load_user_model,
+)
 from netdiet.compress import compress
-from netdiet.data import DataSpec, build_data
+from netdiet.data import DataSpec, build_data, dataset_names
 from netdiet.errors import NetdietError
 from netdiet.export import save
 from netdiet.methods import METHODS, Budget
-from netdiet.train import TrainConfig, evaluate, load_model
-from netdiet.train.atomic import atomic_write_json, atomic_write_text
+from netdiet.methods.registry import CONFIGS
+from netdiet.train import TrainConfig, evaluate
 
 
 def write_metrics(out: Path, trace: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
@@ -38,9 +52,19 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "--checkpoint", required=True, help="run directory of the dense model (`netdiet train --out`)"
+        "--checkpoint",
+        help="run directory of the dense model (`netdiet train --out`); or give --model, --weights, --data",
     )
-    p.add_argument("--model", help="zoo model name; checked against the run directory if given")
+    p.add_argument(
+        "--model",
+        help="your own model: module:factory or path/to/file.py:factory (a function that builds it with no "
+        "arguments), with --weights and --data; with --checkpoint, a zoo name to check the run against",
+    )
+    p.add_argument(
+        "--weights", help="safetensors weights of --model (e.g. from safetensors.torch.save_model)"
+    )
+    p.add_argument("--data", help=f"data set for --model: {', '.join(dataset_names())}")
+    p.add_argument("--val-size", type=int, help="with --data: examples held out of train for validation")
     p.add_argument(
         "--budget",
         required=True,
@@ -60,6 +84,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--latency-batch", type=int, default=1, help="batch size the latency budget is for (default 1)"
     )
+    p.add_argument(
+        "--create-table",
+        action="store_true",
+        help="profile into --latency-table when that file does not exist yet (otherwise a missing path is an "
+        "error: a typo must not cost minutes of profiling)",
+    )
     p.add_argument("--force-table", action="store_true", help="use a latency table measured elsewhere")
     p.add_argument(
         "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
@@ -67,8 +97,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--epochs",
         type=float,
-        default=1,
-        help="epochs of gated training (l1l2; may be fractional; default 1)",
+        default=None,
+        help="epochs of gated training (l1l2 only; may be fractional; default 1)",
     )
     p.add_argument(
         "--finetune-epochs", type=float, default=1, help="epochs of distilled fine-tuning (default 1)"
@@ -88,21 +118,145 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--onnx", action="store_true", help="also write model.onnx (fp32) and measure ONNX Runtime latency"
     )
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory; it appears only when the run is complete (until then the run works in "
+        ".OUT.partial beside it, which --resume continues)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out once the new run is done"
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same --out")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's choice; 1 on a shared machine)",
+    )
+    p.add_argument("--json", action="store_true", help="print the before/after result as JSON")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (a line per phase and epoch stays)"
+    )
     p.set_defaults(handler=run)
+
+
+def check_options(args: argparse.Namespace, budget: Budget) -> None:
+    """Refuse options that would be silently ignored: they mean the user expects something else."""
+    if args.latency_batch < 1:
+        raise NetdietError("--latency-batch must be >= 1")
+    if args.finetune_epochs < 0 or (args.epochs is not None and args.epochs < 0):
+        raise NetdietError("--epochs and --finetune-epochs must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise NetdietError(f"--threads must be >= 1, got {args.threads}")
+    trains = METHOD_TRAINS.get(args.method, False)
+    if args.epochs is not None and not trains:
+        raise NetdietError(
+            f"--epochs is the length of a gated training phase; {args.method} is one-shot and trains only in "
+            "the fine-tune: use --finetune-epochs"
+        )
+    if args.no_lowrank and not takes_option(args.method, "lowrank"):
+        raise NetdietError(f"--no-lowrank does not apply: {args.method} never factorises layers")
+    latency_used = budget.needs_latency or args.latency_table
+    for flag, value in (("--latency-backend", args.latency_backend), ("--create-table", args.create_table)):
+        if value and not latency_used:
+            raise NetdietError(
+                f"{flag} applies to latency budgets or --latency-table; the budget is {budget}"
+            )
+    if args.latency_batch != 1 and not latency_used:
+        raise NetdietError(
+            f"--latency-batch applies to latency budgets or --latency-table; the budget is {budget}"
+        )
+    if args.create_table and not args.latency_table:
+        raise NetdietError("--create-table needs --latency-table PATH to profile into")
+    if args.latency_table and not Path(args.latency_table).is_file() and not args.create_table:
+        raise NetdietError(
+            f"--latency-table {args.latency_table} does not exist; check the path, or pass --create-table to "
+            "profile this model into it now (a few minutes)"
+        )
+
+
+METHOD_TRAINS = {name: bool(getattr(cls, "needs_training", False)) for name, cls in METHODS.items()}
+
+
+def takes_option(method: str, option: str) -> bool:
+    config = CONFIGS.get(method)
+    return config is not None and option in {f.name for f in dataclasses.fields(config)}
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """One line per phase, so a log shows what the run is doing even without progress bars."""
+    if not args.json:
+        print(f"netdiet compress: {text}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget)
-    if args.latency_batch is not None and args.latency_batch < 1:
-        raise NetdietError("--latency-batch must be >= 1")
-    if args.epochs < 0 or args.finetune_epochs < 0:
-        raise NetdietError("--epochs and --finetune-epochs must be >= 0")
-    run_dir = Path(args.checkpoint)
-    model, meta = load_model(run_dir)
-    if args.model and args.model != meta["model"]:
-        raise NetdietError(f"--model {args.model} does not match the run directory's model {meta['model']}")
+    check_options(args, budget)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    staged = StagedDir(args.out, overwrite=args.overwrite, resume=args.resume)
+    model, meta, run_dir = source_model(args)
+    stage = staged.prepare()
+    try:
+        return _compress_into(args, budget, staged, stage, run_dir, model, meta)
+    except BaseException:
+        staged.discard_if_empty()  # a run that failed before leaving anything resumable leaves nothing
+        raise
+
+
+def source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Path | None]:
+    """The dense model and what it was trained with: a `netdiet train` run, or the user's own model."""
+    if args.checkpoint:
+        for flag in ("weights", "data", "val_size"):
+            if getattr(args, flag) is not None:
+                raise NetdietError(
+                    f"--{flag.replace('_', '-')} is for your own --model; a --checkpoint run brings its own"
+                )
+        run_dir = Path(args.checkpoint)
+        model, meta = load_run(run_dir)
+        if meta.get("format") == BASE_FORMAT:
+            raise NetdietError(
+                f"{run_dir} is already a compressed run; compress its dense run ({meta.get('model')}) "
+                "to the tighter budget instead"
+            )
+        if args.model and args.model != meta["model"]:
+            raise NetdietError(
+                f"--model {args.model} does not match the run directory's model {meta['model']}"
+            )
+        return model, meta, run_dir
+    if not args.model:
+        raise NetdietError(
+            "say which model to compress: --checkpoint RUN_DIR (from `netdiet train`), or your own model with "
+            "--model module:factory --weights FILE.safetensors --data NAME"
+        )
+    if not is_factory(args.model):
+        raise NetdietError(
+            f"--model {args.model!r} without --checkpoint must be module:factory (your own model); zoo "
+            "models are compressed from their `netdiet train` run directory with --checkpoint"
+        )
+    missing = [f"--{f}" for f in ("weights", "data") if getattr(args, f) is None]
+    if missing:
+        raise NetdietError(f"--model {args.model} needs {' and '.join(missing)}")
+    model = load_user_model(args.model, args.weights)
+    try:
+        spec = DataSpec(args.data, data_dir=args.data_dir, val_size=args.val_size, seed=args.seed)
+    except ValueError as exc:
+        raise NetdietError(f"{exc}; pass --data-dir DIR (the folder or archive holding it)") from None
+    meta = {"model": args.model, "factory": absolute_factory(args.model), "data": spec.to_json()}
+    meta["train_config"] = {}
+    return model, meta, None
+
+
+def _compress_into(
+    args: argparse.Namespace,
+    budget: Budget,
+    staged: StagedDir,
+    stage: Path,
+    run_dir: Path | None,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+) -> int:
     data = dict(meta["data"])
     if args.data_dir:
         data["data_dir"] = args.data_dir
@@ -110,8 +264,20 @@ def run(args: argparse.Namespace) -> int:
         data["batch_size"] = args.batch_size
     if args.subset:
         data["subset"] = args.subset
-    tok = run_dir / meta["tokenizer"] if meta.get("tokenizer") else None
-    bundle = build_data(DataSpec.from_json(data), tokenizer_path=tok)
+    spec = DataSpec.from_json(data)
+    tok: Path | None = None
+    if run_dir is not None and meta.get("tokenizer"):
+        tok = run_dir / meta["tokenizer"]
+        if not tok.is_file():
+            raise NetdietError(
+                f"{tok}: the dense run's tokenizer is missing; compression needs its vocabulary"
+            )
+    elif spec.input_kind == "tokens":
+        tok = stage / "tokenizer.json"  # the user's own text model: trained here, kept with the result
+    say(args, f"loading {spec.name} as the dense run did" if run_dir else f"loading {spec.name}")
+    bundle = build_data(spec, tokenizer_path=tok)
+    if tok is not None and tok != stage / "tokenizer.json":
+        shutil.copyfile(tok, stage / "tokenizer.json")  # the result evaluates without its dense run
     dense_cfg = dict(meta.get("train_config") or {})
     optimizer = args.optimizer or dense_cfg.get("optimizer", "sgd")
     lr = args.lr if args.lr is not None else (0.02 if optimizer == "sgd" else 5e-5)
@@ -121,22 +287,24 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=float(dense_cfg.get("weight_decay", 5e-4)),
         seed=args.seed,
         grad_clip=5.0 if optimizer == "sgd" else 1.0,  # a guard for fine-tuning, as compress() defaults
-        progress=not args.no_progress,
+        progress=not args.no_progress and not args.json,
     )
-    options = {"lowrank": not args.no_lowrank} if args.method == "l1l2" else {}
+    options = {"lowrank": False} if args.no_lowrank else {}
+    epochs = args.epochs if args.epochs is not None else (1.0 if METHOD_TRAINS.get(args.method) else 0.0)
     val = bundle.eval.get("val")
-    out = Path(args.out)
     table_path = None
     if args.latency_table:
         table_path = Path(args.latency_table)
     elif budget.needs_latency:
-        table_path = out / "latency_table.json"
+        table_path = stage / "latency_table.json"
+    gated = f"{epochs:g} gated epoch(s) + " if epochs else ""
+    say(args, f"{args.method} to {budget}: {gated}{args.finetune_epochs:g} fine-tune epoch(s)")
     result = compress(
         model,
         bundle.train,
         budget,
         method=args.method,
-        epochs=args.epochs,
+        epochs=epochs,
         finetune_epochs=args.finetune_epochs,
         eval_data=val,
         train_config=cfg,
@@ -146,31 +314,89 @@ def run(args: argparse.Namespace) -> int:
         latency_backend=args.latency_backend,
         latency_batch=args.latency_batch,
         force_table=args.force_table,
-        progress=not args.no_progress,
+        progress=not args.no_progress and not args.json,
+        work_dir=staged.state_dir,
     )
     report = result.report
     reported = [s for s in bundle.eval if s != "val"]
+    say(args, f"evaluating both models on {', '.join(reported) or 'no reported split'}")
     for split in reported:
         report["dense"][f"{split}_accuracy"] = evaluate(model, bundle.eval[split])["accuracy"]
         report["compressed"][f"{split}_accuracy"] = evaluate(result.model, bundle.eval[split])["accuracy"]
-    report["base_run"] = str(run_dir)
-    save(result.model, out)
+    report["base_run"] = str(run_dir) if run_dir is not None else None
+    report["base_model"] = meta["model"]
+    save(result.model, stage)
     if args.onnx:
-        from netdiet.export.onnx import onnx_latency, to_onnx
-
-        example = tuple(t[:1] for t in next(iter(bundle.train)).inputs)
-        onnx_path = to_onnx(result.model, example, out / "model.onnx")
-        dense_path = to_onnx(model, example, out / "dense.onnx")
-        for b in (1, 64):
-            x = tuple(t.expand(b, *t.shape[1:]).contiguous() for t in example)
-            report["dense"][f"onnxruntime_ms_b{b}"] = onnx_latency(dense_path, x)
-            report["compressed"][f"onnxruntime_ms_b{b}"] = onnx_latency(onnx_path, x)
-        dense_path.unlink()
-    write_metrics(out, result.trace, result.history)
+        say(args, "exporting to ONNX and timing ONNX Runtime at batch 1 and 64")
+        onnx_report(result.model, model, bundle, stage, report, threads=args.threads or 1)
+    write_metrics(stage, result.trace, result.history)
     if result.snapshots:
-        atomic_write_json(out / "gates.json", result.snapshots)
-    atomic_write_json(out / "base.json", {"model": meta["model"], "model_config": meta["model_config"]})
-    atomic_write_json(out / "report.json", report)
+        atomic_write_json(stage / "gates.json", result.snapshots)
+    base = base_record(meta, {**data, "subset": None}, "tokenizer.json" if tok is not None else None)
+    atomic_write_json(stage / BASE_FILE, base)
+    atomic_write_json(stage / "report.json", report)
+    out = staged.commit()
     keys = ("budget", "dense", "compressed", "latency")
-    print(json.dumps({k: report[k] for k in keys if k in report}, indent=1))
+    if args.json:
+        print(json.dumps({k: report[k] for k in keys if k in report}, indent=1))
+    else:
+        print_summary(report, out)
     return 0
+
+
+def onnx_report(
+    slim: torch.nn.Module,
+    dense: torch.nn.Module,
+    bundle: Any,
+    stage: Path,
+    report: dict[str, Any],
+    threads: int,
+) -> None:
+    """model.onnx (one self-contained file) and ONNX Runtime latency of both models at batch 1 and 64."""
+    from netdiet.export.onnx import onnx_latency, to_onnx
+
+    example = tuple(t[:1] for t in next(iter(bundle.train)).inputs)
+    onnx_path = to_onnx(slim, example, stage / "model.onnx")
+    dense_path = to_onnx(dense, example, stage / "state" / "dense.onnx")
+    for b in (1, 64):
+        x = tuple(t.expand(b, *t.shape[1:]).contiguous() for t in example)
+        report["dense"][f"onnxruntime_ms_b{b}"] = onnx_latency(dense_path, x, threads=threads)
+        report["compressed"][f"onnxruntime_ms_b{b}"] = onnx_latency(onnx_path, x, threads=threads)
+    dense_path.unlink()
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(what, dense, compressed, ratio or note) for every measured number both models have."""
+    d, c = report["dense"], report["compressed"]
+    rows: list[tuple[str, float, float, str]] = []
+    for key in sorted(k for k in d if k.endswith("accuracy") and d[k] is not None and c.get(k) is not None):
+        rows.append(
+            (
+                ("val accuracy" if key == "accuracy" else key.replace("_", " ")) + " (%)",
+                100 * d[key],
+                100 * c[key],
+                f"{100 * (c[key] - d[key]):+.2f}",
+            )
+        )
+    for key, label, scale in (("flops", "FLOPs (M)", 1e-6), ("params", "params (K)", 1e-3)):
+        rows.append((label, d[key] * scale, c[key] * scale, f"{c[key] / d[key]:.3f}x"))
+    for key in sorted(k for k in d if k.startswith(("latency_ms_b", "onnxruntime_ms_b")) and k in c):
+        ratio = c[key] / d[key]
+        note = f"{ratio:.2f}x" + ("  SLOWER than dense" if ratio > 1.0 else "")
+        rows.append((key.replace("_ms_b", " ms, batch ").replace("latency", "PyTorch"), d[key], c[key], note))
+    return rows
+
+
+def print_summary(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    budget = ", ".join(f"{k}={v:g}" for k, v in report["budget"].items())
+    table = Table(title=f"netdiet compress: {report['method']} to {budget}")
+    for col in ("", "dense", "compressed", "change"):
+        table.add_column(col, justify="right")
+    for name, a, b, note in summary_rows(report):
+        table.add_row(name, f"{a:.2f}", f"{b:.2f}", note)
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out}/ (recipe.json + model.safetensors, report.json, metrics.jsonl)")

@@ -1,7 +1,8 @@
-"""`netdiet eval`: accuracy and loss of a trained run directory on its data splits.
+"""`netdiet eval`: accuracy and loss of a trained or compressed run directory on its data splits.
 
-The model is rebuilt from model.json + model.safetensors and the data pipeline is replayed from the
-recorded data spec (and tokenizer.json for text), so the numbers are comparable to training's.
+The model is rebuilt from model.json + model.safetensors (a `netdiet train` run) or from recipe.json +
+base.json (a `netdiet compress` run), and the data pipeline is replayed from the recorded data spec (and
+tokenizer.json for text), so the numbers are comparable to training's.
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
+from netdiet.cli.model_source import load_run
 from netdiet.data import DataSpec, build_data
 from netdiet.errors import NetdietError
-from netdiet.train import evaluate, load_model
+from netdiet.train import evaluate
 from netdiet.train.distributed import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate a trained run directory",
-        description="Evaluate the model saved in a `netdiet train` run directory on its data splits.",
+        help="evaluate a trained or compressed run directory",
+        description="Evaluate the model saved by `netdiet train` or `netdiet compress` on its data splits.",
     )
-    p.add_argument("--checkpoint", required=True, help="run directory written by `netdiet train`")
+    p.add_argument(
+        "--checkpoint", required=True, help="directory written by `netdiet train` or `netdiet compress`"
+    )
     p.add_argument(
         "--split",
         action="append",
@@ -31,13 +37,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="where the data is now, if it moved since training")
     p.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise NetdietError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     run_dir = Path(args.checkpoint)
-    model, meta = load_model(run_dir)
+    model, meta = load_run(run_dir)
     data = dict(meta["data"])
     if args.data_dir:
         data["data_dir"] = args.data_dir

@@ -134,7 +134,9 @@ def _build_images(spec: DataSpec, rank: int, world_size: int) -> DataBundle:
     if spec.name == "cifar10":
         mean, std = CIFAR10_MEAN, CIFAR10_STD
     else:
-        mean, std = channel_stats(train)
+        # from the whole training part, not the subset: a --subset run (a quick fine-tune of a model trained
+        # on everything) must normalise the inputs exactly as the model's training did
+        mean, std = channel_stats(split_train(splits["train"], val_size, None)[0] if spec.subset else train)
     common: dict[str, Any] = {"mean": mean, "std": std, "rank": rank, "world_size": world_size}
     train_loader = ImageLoader(
         train,

@@ -31,7 +31,7 @@ def model_config_json(model: nn.Module) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _refuse_non_finite(model: nn.Module, where: str) -> None:
+def refuse_non_finite(model: nn.Module, where: str) -> None:
     for key, value in model.state_dict().items():
         if value.is_floating_point() and value.device.type != "meta" and not torch.isfinite(value).all():
             raise NonFiniteError(
@@ -44,7 +44,7 @@ def _refuse_non_finite(model: nn.Module, where: str) -> None:
 def save_model(run_dir: str | Path, model: nn.Module, name: str, meta: dict[str, Any] | None = None) -> Path:
     """Write weights then metadata (each atomically); returns the metadata path. Refuses NaN/inf weights."""
     run_dir = Path(run_dir)
-    _refuse_non_finite(model, str(run_dir))
+    refuse_non_finite(model, str(run_dir))
     save_weights(run_dir / WEIGHTS, model, metadata={"zoo_model": name})
     info = {
         "format": "netdiet-model/1",
@@ -72,5 +72,5 @@ def load_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     meta = read_model_meta(run_dir)
     model = zoo.build(meta["model"], **meta["model_config"])
     load_weights(Path(run_dir) / WEIGHTS, model)
-    _refuse_non_finite(model, str(Path(run_dir) / WEIGHTS))
+    refuse_non_finite(model, str(Path(run_dir) / WEIGHTS))
     return model.eval(), meta
