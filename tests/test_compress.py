@@ -118,3 +118,20 @@ def test_compress_takes_fractional_epochs_for_both_phases() -> None:
     # one (partial) gated epoch, then 2.75 fine-tune epochs = 22 steps over 3 records
     assert [r["step"] for r in result.history] == [2, 8, 16, 22]
     assert result.report["compressed"]["flops"] <= 0.5 * result.report["dense"]["flops"]
+
+
+@pytest.mark.parametrize("method", ["l1l2", "uniform"])
+def test_an_unreachable_latency_budget_is_refused_before_any_training(digits, method, monkeypatch) -> None:
+    import importlib
+
+    module = importlib.import_module("netdiet.compress")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the budget was checked")
+
+    monkeypatch.setattr(module, "fit_inplace", no_training)
+    model = netdiet.zoo.build("resnet20", widths=[8, 16, 32])
+    with pytest.raises(ConfigError, match=r"smallest reachable latency_ms is [0-9.]+ \([0-9.]+% of dense"):
+        netdiet.compress(
+            model, digits.train, "latency=0.01", method=method, latency_backend="synthetic", progress=False
+        )

@@ -46,6 +46,10 @@ def test_exclude_option_keeps_module_whole(capsys: pytest.CaptureFixture[str]) -
         (["analyze", "no-such-model"], "unknown model 'no-such-model'"),
         (["analyze", "torch.nn:Identity"], "--input-shape is required"),
         (["analyze", "resnet20", "--batch", "0"], "--batch must be >= 1"),
+        (["analyze", "resnet20", "--input-shape", "1,28,28"], "with 3 channels; got 1,28,28"),
+        (["analyze", "resnet20", "--input-shape", "3,x"], "comma-separated integers"),
+        (["analyze", "bert", "--input-shape", "4096"], "sequence length"),
+        (["analyze", "no_such_module_xyz:f", "--input-shape", "3"], "PYTHONPATH"),
         (["analyze", "resnet20", "--exclude", "nothing.here"], "no module path matches"),
     ],
 )
@@ -54,3 +58,13 @@ def test_bad_arguments_give_clear_errors(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_input_shape_sets_the_example_input_of_a_zoo_model(capsys: pytest.CaptureFixture[str]) -> None:
+    flops = {}
+    for shape in (None, "3,64,64"):
+        assert main(["analyze", "resnet20", "--json", *(["--input-shape", shape] if shape else [])]) == 0
+        flops[shape] = json.loads(capsys.readouterr().out)["cost"]["flops"]
+    assert flops["3,64,64"] == pytest.approx(4 * flops[None], rel=1e-3)  # 4x the pixels, same network
+    assert main(["analyze", "bert", "--json", "--input-shape", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["cost"]["flops"] > 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from netdiet import zoo
+from netdiet.cli.model_source import build_from_factory
 from netdiet.errors import NetdietError
 from netdiet.space import Space, analyze
 
@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--input-shape",
         default=None,
-        help="for MODEL=module:factory, the example input shape without batch, e.g. 3,224,224",
+        help="example input shape without batch, e.g. 3,224,224 (required for module:factory; for a zoo model it "
+        "replaces the default 3,32,32, or the sequence length of a text model)",
     )
     p.add_argument(
         "--exclude", action="append", default=[], help="module path (glob) that must not shrink; repeatable"
@@ -45,29 +46,52 @@ def add_parser(sub: Any) -> None:
 
 
 def load_model(spec: str, batch: int, input_shape: str | None) -> tuple[nn.Module, tuple]:
+    """A zoo model (at --input-shape if given) or the user's module:factory with its example input."""
+    shape = _parse_shape(input_shape) if input_shape is not None else None
     if spec in zoo.names():
-        return zoo.build(spec), tuple(zoo.example_inputs(spec, batch_size=batch))
+        model = zoo.build(spec)
+        if shape is None:
+            return model, tuple(zoo.example_inputs(spec, batch_size=batch))
+        return model, _zoo_inputs_at(spec, model, batch, shape)
     if ":" not in spec:
         raise NetdietError(
             f"unknown model '{spec}': use a zoo name ({', '.join(zoo.names())}) or 'module:factory'"
         )
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise NetdietError(f"cannot import '{spec}': {exc}") from exc
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise NetdietError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
-    if input_shape is None:
+    model = build_from_factory(spec)
+    if shape is None:
         raise NetdietError(
             "--input-shape is required for module:factory models, e.g. --input-shape 3,224,224"
         )
-    try:
-        shape = [int(s) for s in input_shape.split(",") if s.strip()]
-    except ValueError as exc:
-        raise NetdietError(f"--input-shape must be comma-separated integers, got '{input_shape}'") from exc
     return model, (torch.randn(batch, *shape),)
+
+
+def _parse_shape(text: str) -> list[int]:
+    try:
+        shape = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise NetdietError(f"--input-shape must be comma-separated integers, got '{text}'") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise NetdietError(f"--input-shape needs positive sizes, got '{text}'")
+    return shape
+
+
+def _zoo_inputs_at(spec: str, model: nn.Module, batch: int, shape: list[int]) -> tuple:
+    cfg: Any = getattr(model, "config", None)
+    if zoo.entry(spec).input_kind == "tokens":
+        if len(shape) != 1 or shape[0] > cfg.max_len:
+            raise NetdietError(
+                f"--input-shape for {spec} is the sequence length, one number <= max_len {cfg.max_len}; "
+                f"got {','.join(map(str, shape))}"
+            )
+        ids = torch.randint(0, cfg.vocab_size, (batch, shape[0]), generator=torch.Generator().manual_seed(0))
+        return (ids, torch.ones_like(ids))
+    channels = getattr(cfg, "in_channels", 3)
+    if len(shape) != 3 or shape[0] != channels:
+        raise NetdietError(
+            f"--input-shape for {spec} is channels,height,width with {channels} channels; "
+            f"got {','.join(map(str, shape))}"
+        )
+    return (torch.randn(batch, *shape),)
 
 
 def summary(space: Space) -> dict[str, Any]:
