@@ -85,3 +85,21 @@ def test_bert_on_tsv_saves_and_reuses_its_tokenizer(tmp_path: Path, capsys) -> N
     assert got["dev"]["accuracy"] == pytest.approx(meta["metrics"]["dev"]["accuracy"])
     (out / "tokenizer.json").unlink()
     assert main(["eval", "--checkpoint", str(out)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--model", "resnet20", "--data", "cifar10"], "--data-dir DIR"),
+        (["--model", "resnet20", "--data", "nope"], "unknown data set 'nope'"),
+        (["--model", "nope", "--data", "digits"], "unknown --model 'nope'"),
+        (["--model", "resnet20", "--data", "digits", "--lr", "-1"], "lr must be > 0"),
+        (["--model", "resnet20", "--data", "digits", "--batch-size", "0"], "batch_size must be > 0"),
+    ],
+)
+def test_missing_or_bad_options_are_named_and_create_nothing(
+    tmp_path: Path, capsys, extra: list[str], needle: str
+) -> None:
+    assert main(["train", *extra, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

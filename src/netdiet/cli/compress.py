@@ -242,7 +242,7 @@ def source_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, A
     try:
         spec = DataSpec(args.data, data_dir=args.data_dir, val_size=args.val_size, seed=args.seed)
     except ValueError as exc:
-        raise NetdietError(f"{exc}; pass --data-dir DIR (the folder or archive holding it)") from None
+        raise NetdietError(str(exc)) from None
     meta = {"model": args.model, "factory": absolute_factory(args.model), "data": spec.to_json()}
     meta["train_config"] = {}
     return model, meta, None

@@ -185,10 +185,8 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed(ctx)
 
 
-def _train(s: dict[str, Any], out: Path, resume: bool, ctx: Any) -> int:
-    started = time.time()
-    entry = zoo.entry(s["model"])
-    spec = DataSpec(
+def _data_spec(s: dict[str, Any]) -> DataSpec:
+    return DataSpec(
         s["data"],
         data_dir=s["data_dir"],
         batch_size=s["batch_size"],
@@ -202,10 +200,42 @@ def _train(s: dict[str, Any], out: Path, resume: bool, ctx: Any) -> int:
         max_len=s["max_len"],
         vocab_size=s["vocab_size"],
     )
+
+
+def _train_config(s: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(
+        epochs=s["epochs"],
+        optimizer=s["optimizer"],
+        lr=s["lr"],
+        momentum=s["momentum"],
+        weight_decay=s["weight_decay"],
+        warmup_epochs=s["warmup_epochs"],
+        label_smoothing=s["label_smoothing"],
+        grad_clip=s["grad_clip"],
+        amp=s["amp"],
+        device=s["device"],
+        seed=s["seed"],
+        progress=s["progress"] and sys.stderr.isatty(),
+    )
+
+
+def _train(s: dict[str, Any], out: Path, resume: bool, ctx: Any) -> int:
+    started = time.time()
+    if s["model"] not in zoo.names():
+        raise NetdietError(f"unknown --model {s['model']!r}; zoo models: {', '.join(zoo.names())}")
+    entry = zoo.entry(s["model"])
+    try:
+        spec = _data_spec(s)
+    except ValueError as exc:
+        raise NetdietError(str(exc)) from None
     if spec.input_kind != entry.input_kind:
         raise NetdietError(
             f"model {s['model']!r} takes {entry.input_kind} inputs but {s['data']!r} is {spec.input_kind} data"
         )
+    try:
+        cfg = _train_config(s)
+    except ValueError as exc:
+        raise NetdietError(str(exc)) from None
     if out.exists() and any(out.iterdir()) and not resume and (out / "run.json").exists():
         raise NetdietError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -224,20 +254,6 @@ def _train(s: dict[str, Any], out: Path, resume: bool, ctx: Any) -> int:
         overrides.setdefault("max_len", spec.max_len)
     torch.manual_seed(s["seed"])
     model = zoo.build(s["model"], **overrides)
-    cfg = TrainConfig(
-        epochs=s["epochs"],
-        optimizer=s["optimizer"],
-        lr=s["lr"],
-        momentum=s["momentum"],
-        weight_decay=s["weight_decay"],
-        warmup_epochs=s["warmup_epochs"],
-        label_smoothing=s["label_smoothing"],
-        grad_clip=s["grad_clip"],
-        amp=s["amp"],
-        device=s["device"],
-        seed=s["seed"],
-        progress=s["progress"] and sys.stderr.isatty(),
-    )
     if ctx.is_main:
         atomic_write_json(
             out / "run.json", {"settings": s, "data": spec.to_json(), "train_config": cfg.to_json()}

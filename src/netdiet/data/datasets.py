@@ -59,7 +59,10 @@ class DataSpec:
         if self.name not in dataset_names():
             raise ValueError(f"unknown data set {self.name!r}; valid: {', '.join(dataset_names())}")
         if self.data_dir is None and self.name not in ("digits", "synthetic"):
-            raise ValueError(f"data set {self.name!r} needs data_dir")
+            raise ValueError(
+                f"data set {self.name!r} needs data_dir (on the command line --data-dir DIR): the folder or "
+                "archive that holds it, e.g. ../shared/data"
+            )
         for key in ("batch_size", "eval_batch_size", "image_size", "max_len", "vocab_size", "synthetic_size"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"DataSpec.{key} must be > 0, got {getattr(self, key)}")
