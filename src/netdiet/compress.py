@@ -292,7 +292,7 @@ def _run_fingerprint(
         "finetune_epochs": float(finetune_epochs),
         "distill": float(distill),
         "train_config": json.dumps(
-            {k: v for k, v in config.to_json().items() if k not in ("progress", "tensorboard")},
+            {k: v for k, v in config.to_json().items() if k not in ("progress", "log_epochs", "tensorboard")},
             sort_keys=True,
             default=str,
         ),

@@ -175,3 +175,28 @@ def test_interrupted_compress_resumes_into_the_same_out(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _compress(dense_run, out, "--resume") == 2  # nothing left to resume
     assert "no interrupted run" in capsys.readouterr().err
+
+
+def test_the_summary_table_flags_an_export_slower_than_dense() -> None:
+    from netdiet.cli.compress import summary_rows
+
+    report = {
+        "dense": {
+            "accuracy": 0.8,
+            "flops": 2e6,
+            "params": 2e3,
+            "onnxruntime_ms_b64": 36.0,
+            "latency_ms_b1": 1.0,
+        },
+        "compressed": {
+            "accuracy": 0.7,
+            "flops": 1e6,
+            "params": 1e3,
+            "onnxruntime_ms_b64": 45.0,
+            "latency_ms_b1": 0.6,
+        },
+    }
+    rows = {name: (a, b, note) for name, a, b, note in summary_rows(report)}
+    assert rows["val accuracy (%)"] == (80.0, 70.0, "-10.00")
+    assert rows["onnxruntime ms, batch 64"][2] == "1.25x  SLOWER than dense"
+    assert rows["PyTorch ms, batch 1"][2] == "0.60x" and rows["FLOPs (M)"][2] == "0.500x"

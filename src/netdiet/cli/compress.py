@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,8 @@ def _compress_into(
         weight_decay=float(dense_cfg.get("weight_decay", 5e-4)),
         seed=args.seed,
         grad_clip=5.0 if optimizer == "sgd" else 1.0,  # a guard for fine-tuning, as compress() defaults
-        progress=not args.no_progress and not args.json,
+        progress=not args.no_progress and not args.json and sys.stderr.isatty(),
+        log_epochs=not args.json,  # --json prints one JSON document and nothing else
     )
     options = {"lowrank": False} if args.no_lowrank else {}
     epochs = args.epochs if args.epochs is not None else (1.0 if METHOD_TRAINS.get(args.method) else 0.0)
@@ -314,10 +316,11 @@ def _compress_into(
         latency_backend=args.latency_backend,
         latency_batch=args.latency_batch,
         force_table=args.force_table,
-        progress=not args.no_progress and not args.json,
+        progress=not args.no_progress and not args.json and sys.stderr.isatty(),
         work_dir=staged.state_dir,
     )
     report = result.report
+    report["run"] = Path(args.out).name
     reported = [s for s in bundle.eval if s != "val"]
     say(args, f"evaluating both models on {', '.join(reported) or 'no reported split'}")
     for split in reported:
@@ -326,7 +329,8 @@ def _compress_into(
     report["base_run"] = str(run_dir) if run_dir is not None else None
     report["base_model"] = meta["model"]
     save(result.model, stage)
-    if args.onnx:
+    on_ort = (report.get("latency") or {}).get("backend") == "onnxruntime"
+    if args.onnx or on_ort:  # the runtime the user targets is timed at batch 1 and 64 in the report
         say(args, "exporting to ONNX and timing ONNX Runtime at batch 1 and 64")
         onnx_report(result.model, model, bundle, stage, report, threads=args.threads or 1)
     write_metrics(stage, result.trace, result.history)

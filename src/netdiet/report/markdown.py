@@ -7,6 +7,7 @@ shows the before/after table, kept widths per group (bar chart) and accuracy aga
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +39,81 @@ def _fmt(x: Any, scale: float = 1.0, digits: int = 2) -> str:
     return f"{x / scale:.{digits}f}"
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """The name the run was given (its --out folder), else its directory's name."""
+    return str(run.get("run") or Path(run["_dir"]).name)
+
+
+def failure(run: dict[str, Any]) -> str | None:
+    """Why a run cannot be shown as a result (None when it can): missing or non-finite numbers."""
+    c = run.get("compressed") or {}
+    for key in ("flops", "accuracy", "test_accuracy"):
+        value = c.get(key)
+        if value is not None and not math.isfinite(float(value)):
+            return f"compressed {key} is {value}"
+    if c.get("flops") is None:
+        return "no compressed FLOPs"
+    return None
+
+
+LATENCY_COLUMNS = (
+    ("latency_ms_b1", "PyTorch b1 ms"),
+    ("latency_ms_b64", "PyTorch b64 ms"),
+    ("onnxruntime_ms_b1", "ORT b1 ms"),
+    ("onnxruntime_ms_b64", "ORT b64 ms"),
+)
+
+
+def latency_columns(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The latency measurements any run has: ONNX Runtime ones are the target runtime when present."""
+    return [(k, label) for k, label in LATENCY_COLUMNS if any(k in r["compressed"] for r in runs)]
+
+
+def slower_exports(runs: list[dict[str, Any]]) -> list[str]:
+    """One sentence per measurement where the compressed model ran slower than the dense one."""
+    notes = []
+    for r in runs:
+        d, c = r["dense"], r["compressed"]
+        for key, label in LATENCY_COLUMNS:
+            if d.get(key) and c.get(key) is not None and c[key] > d[key]:
+                notes.append(
+                    f"**{run_name(r)}: the compressed model is SLOWER than dense on {label[:-3]}** "
+                    f"({d[key]:.3g} -> {c[key]:.3g} ms, {c[key] / d[key]:.2f}x)"
+                )
+        lat = r.get("latency") or {}
+        if lat.get("measured_ratio") is not None and lat["measured_ratio"] > 1:
+            notes.append(
+                f"**{run_name(r)}: SLOWER than dense on {lat['backend']} at batch {lat['batch']}** "
+                f"(measured {lat['measured_ratio']:.2f}x of dense)"
+            )
+    return notes
+
+
 def table(runs: list[dict[str, Any]]) -> str:
+    columns = latency_columns(runs)
+    head = "| run | method | budget | val acc dense -> slim | test acc dense -> slim | MFLOPs dense -> slim | params (K) |"
     rows = [
-        "| run | method | budget | accuracy dense -> slim | test acc dense -> slim | MFLOPs dense -> slim | params (K) | latency b1 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        head + "".join(f" {label} |" for _, label in columns),
+        "|---|---|---|---|---|---|---|" + "---|" * len(columns),
     ]
     for r in runs:
         d, c = r["dense"], r["compressed"]
         budget = ", ".join(f"{k}={v}" for k, v in r.get("budget", {}).items())
+        cells = "".join(
+            f" {_fmt(d.get(k))} -> {_fmt(c.get(k))}{' (slower)' if _slower(d.get(k), c.get(k)) else ''} |"
+            for k, _ in columns
+        )
         rows.append(
-            f"| {Path(r['_dir']).name} | {r.get('method', '?')} | {budget} | {_fmt(d.get('accuracy'), 0.01, 1)} -> {_fmt(c.get('accuracy'), 0.01, 1)} "
+            f"| {run_name(r)} | {r.get('method', '?')} | {budget} | {_fmt(d.get('accuracy'), 0.01, 1)} -> {_fmt(c.get('accuracy'), 0.01, 1)} "
             f"| {_fmt(d.get('test_accuracy'), 0.01, 1)} -> {_fmt(c.get('test_accuracy'), 0.01, 1)} "
-            f"| {_fmt(d['flops'], 1e6)} -> {_fmt(c['flops'], 1e6)} | {_fmt(d['params'], 1e3, 1)} -> {_fmt(c['params'], 1e3, 1)} "
-            f"| {_fmt(d.get('latency_ms_b1'))} -> {_fmt(c.get('latency_ms_b1'))} |"
+            f"| {_fmt(d['flops'], 1e6)} -> {_fmt(c['flops'], 1e6)} | {_fmt(d['params'], 1e3, 1)} -> {_fmt(c['params'], 1e3, 1)} |"
+            + cells
         )
     return "\n".join(rows)
+
+
+def _slower(dense: float | None, slim: float | None) -> bool:
+    return dense is not None and slim is not None and slim > dense
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -85,29 +146,41 @@ def plot_widths(run: dict[str, Any], path: Path) -> None:
 
 
 def plot_accuracy_flops(runs: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against FLOPs: one line per method and base model (runs on other bases are never joined),
+    points in FLOPs order, each labelled with its run; failed runs are left out by the caller."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    by_method: dict[str, list[tuple[float, float]]] = {}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines: dict[tuple[str, float], list[tuple[float, float, str]]] = {}
+    dense_points: dict[float, float] = {}
     for r in runs:
         acc = r["compressed"].get("test_accuracy", r["compressed"].get("accuracy"))
         if acc is None:
             continue
-        by_method.setdefault(r.get("method", "?"), []).append((r["compressed"]["flops"] / 1e6, 100 * acc))
-    for method, points in sorted(by_method.items()):
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, "o-", label=method)
-    dense = runs[0]["dense"]
-    acc = dense.get("test_accuracy", dense.get("accuracy"))
-    if acc is not None:
-        ax.scatter([dense["flops"] / 1e6], [100 * acc], marker="*", s=150, color="black", label="dense")
+        base = float(r["dense"]["flops"])
+        name = run_name(r)
+        lines.setdefault((r.get("method", "?"), base), []).append(
+            (r["compressed"]["flops"] / 1e6, 100 * acc, name)
+        )
+        dense_acc = r["dense"].get("test_accuracy", r["dense"].get("accuracy"))
+        if dense_acc is not None:
+            dense_points[base] = 100 * dense_acc
+    several_bases = len({base for _, base in lines}) > 1
+    for (method, base), points in sorted(lines.items()):
+        points.sort()
+        label = f"{method} (dense {base / 1e6:.0f} MFLOPs)" if several_bases else method
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for i, (base, acc) in enumerate(sorted(dense_points.items())):
+        ax.scatter([base / 1e6], [acc], marker="*", s=150, color="black", label="dense" if i == 0 else None)
     ax.set_xlabel("MFLOPs (multiply-add = 2)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
@@ -115,7 +188,11 @@ def plot_accuracy_flops(runs: list[dict[str, Any]], path: Path) -> None:
 
 def write_report(dirs: list[str | Path], out: str | Path) -> Path:
     """Write `out/report.md` with `widths.png` and `accuracy_flops.png`; returns the markdown path."""
-    runs = read_runs([Path(d) for d in dirs])
+    all_runs = read_runs([Path(d) for d in dirs])
+    runs = [r for r in all_runs if failure(r) is None]
+    left_out = [f"{run_name(r)} ({failure(r)})" for r in all_runs if failure(r) is not None]
+    if not runs:
+        raise ConfigError(f"no run to report: every run failed: {'; '.join(left_out)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_widths(runs[0], out / "widths.png")
@@ -126,8 +203,17 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         table(runs),
         "",
         "Accuracy is on the held-out validation split; test accuracy on the reported split. FLOPs are exact "
-        "(analytic, equal to torch.utils.flop_counter) per example; latency is the median of repeated "
-        "PyTorch CPU runs measured in the same process.",
+        "(analytic, equal to torch.utils.flop_counter) per example; latency is the median of repeated runs "
+        "(PyTorch eager CPU, and ONNX Runtime CPU for fp32 ONNX exports) measured in the same process.",
+        "",
+        *[
+            f"- equal-training control for {run_name(r)}: {r['control']['what']}: val "
+            f"{_fmt(r['control'].get('accuracy'), 0.01, 1)}, test {_fmt(r['control'].get('test_accuracy'), 0.01, 1)}"
+            for r in runs
+            if r.get("control")
+        ],
+        *[f"- {note}" for note in slower_exports(runs)],
+        *([f"- left out (failed): {', '.join(left_out)}"] if left_out else []),
         "",
         "## Kept units per group",
         "",
@@ -138,6 +224,23 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         "![accuracy vs flops](accuracy_flops.png)",
         "",
     ]
+    budgeted = [r for r in runs if r.get("latency")]
+    if budgeted:
+        lines += [
+            "## Latency on the budget's runtime",
+            "",
+            "| run | backend | batch | predicted ms dense -> slim | measured ms dense -> slim | measured ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in budgeted:
+            lat = r["latency"]
+            lines.append(
+                f"| {run_name(r)} | {lat['backend']} | {lat['batch']} "
+                f"| {_fmt(lat['predicted_dense_ms'], 1, 3)} -> {_fmt(lat['predicted_ms'], 1, 3)} "
+                f"| {_fmt(lat['measured_dense_ms'], 1, 3)} -> {_fmt(lat['measured_ms'], 1, 3)} "
+                f"| {_fmt(lat['measured_ratio'], 1, 2)}x |"
+            )
+        lines.append("")
     first = Path(runs[0]["_dir"])
     trace = read_trace(first)
     if trace:

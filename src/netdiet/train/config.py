@@ -39,6 +39,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int = 1
     progress: bool = True
+    log_epochs: bool = True
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
     tensorboard: bool = True

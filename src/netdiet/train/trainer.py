@@ -338,7 +338,7 @@ def fit_inplace(
                     )
                     save_checkpoint(ckpt_dir, model, state, extra={"train_config": cfg.to_json()})
                 logger.log(record, step)
-                if cfg.progress:
+                if cfg.log_epochs:  # a line per epoch even without a bar, so logs show the loss
                     tqdm.write(_summary(record, eval_split))
             barrier(ctx)
             for cb in callbacks:
