@@ -300,6 +300,9 @@ def _compress_into(
     elif budget.needs_latency:
         table_path = stage / "latency_table.json"
     gated = f"{epochs:g} gated epoch(s) + " if epochs else ""
+    if table_path is not None:
+        what = f"reading {table_path}" if table_path.is_file() else f"profiling this model into {table_path}"
+        say(args, f"latency table: {what}, calibrating it for this model if needed (can take minutes)")
     say(args, f"{args.method} to {budget}: {gated}{args.finetune_epochs:g} fine-tune epoch(s)")
     result = compress(
         model,
