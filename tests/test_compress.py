@@ -41,12 +41,15 @@ def test_compress_one_call_meets_budget_and_reports(digits) -> None:
     assert result.recipe["method"] == "l1l2" and result.recipe["budget"] == {"flops": 0.5}
     assert len(result.history) == 2  # one compression epoch, one fine-tune epoch
     # the gated phase is traced step by step and ended hardened, on the budget's schedule
-    assert [t["step"] for t in result.trace] == list(range(1, len(digits.train) + 1))
+    # 21 batches of 64 are fewer steps than l1l2 needs (150): the gated phase ran on quarter batches
     dyn = report["dynamics"]
-    assert dyn["gated_steps"] == len(digits.train) and dyn["hardened"] is True
+    steps = len(digits.train) * dyn["gated_batch_split"]
+    assert dyn["gated_batch_split"] == 4 and steps < 150  # capped at batches of 16
+    assert [t["step"] for t in result.trace] == list(range(1, steps + 1))
+    assert dyn["gated_steps"] == steps and dyn["hardened"] is True
     assert dyn["budget_ratio"] == pytest.approx(0.5)
     assert result.snapshots and result.snapshots[0]["step"] == 0
-    assert result.snapshots[-1]["step"] == len(digits.train)
+    assert result.snapshots[-1]["step"] == steps
 
 
 def test_compress_refuses_unknown_method_and_bad_epochs(digits) -> None:
@@ -135,3 +138,32 @@ def test_an_unreachable_latency_budget_is_refused_before_any_training(digits, me
         netdiet.compress(
             model, digits.train, "latency=0.01", method=method, latency_backend="synthetic", progress=False
         )
+
+
+def test_split_batches_keep_every_example_in_order_and_multiply_the_steps() -> None:
+    from netdiet.compress import gated_split
+    from netdiet.data.adapt import SplitBatches
+    from netdiet.data.batch import Batch
+
+    class Loader:
+        num_examples = 100
+
+        def __len__(self) -> int:
+            return 2
+
+        def __iter__(self):
+            for start in (0, 50):
+                x = torch.arange(start, start + 50).float()[:, None]
+                yield Batch((x,), torch.arange(start, start + 50))
+
+        def set_epoch(self, epoch: int) -> None:
+            pass
+
+    split = SplitBatches(Loader(), 3)
+    chunks = list(split)
+    assert len(split) == 6 and [len(c) for c in chunks] == [17, 17, 16, 17, 17, 16]
+    assert torch.equal(torch.cat([c.target for c in chunks]), torch.arange(100))
+    assert torch.equal(torch.cat([c.inputs[0][:, 0] for c in chunks]).long(), torch.arange(100))
+    assert gated_split(Loader(), 1.0, 150) == 3  # 2 steps want 75 parts; batches of 50 allow 3 of >= 16
+    assert gated_split(Loader(), 100.0, 150) == 1  # 200 steps are enough
+    assert gated_split(Loader(), 1.0, 0) == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from netdiet.compress_state import FINETUNE_DIR, load_gated, save_gated
 from netdiet.compressor import Compressor, Exported
 from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
-from netdiet.data.adapt import as_loader
+from netdiet.data.adapt import SplitBatches, as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
 from netdiet.methods import Budget
@@ -107,6 +108,18 @@ def _first_inputs(loader: Loader) -> tuple[torch.Tensor, ...]:
     for batch in loader:
         return tuple(t[:1] for t in batch.inputs)  # cost is reported per example
     raise ConfigError("the training data yields no batches")
+
+
+MIN_SPLIT_BATCH = 16  # a gated phase is never run on batches smaller than this (BatchNorm, noise)
+
+
+def gated_split(loader: Loader, epochs: float, min_steps: int) -> int:
+    """Into how many parts each batch is cut so the gated phase makes at least `min_steps` steps."""
+    steps = max(1, math.ceil(len(loader) * epochs))
+    if steps >= min_steps:
+        return 1
+    size = next((len(b) for b in loader), 0)
+    return max(1, min(math.ceil(min_steps / steps), size // MIN_SPLIT_BATCH))
 
 
 def compress(
@@ -199,8 +212,10 @@ def compress(
         t_train = time.perf_counter()
         if comp.needs_training and epochs > 0:
             cfg = replace(base, epochs=epochs, kd_alpha=distill)
+            split = gated_split(train_data, epochs, comp.method.min_steps)
+            gated_data = SplitBatches(train_data, split) if split > 1 else train_data
             history += fit_inplace(
-                comp.model, train_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
+                comp.model, gated_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
             ).history
         compress_train_s = time.perf_counter() - t_train
         exported = comp.export()
@@ -266,6 +281,8 @@ def compress(
         report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
         report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
     report["dynamics"] = dynamics_summary(trace)
+    if comp.needs_training and epochs > 0:  # batches of the gated phase = training batches / this
+        report["dynamics"]["gated_batch_split"] = gated_split(train_data, epochs, comp.method.min_steps)
     return CompressionResult(slim, exported.recipe, report, exported, history, trace, gate_snapshots)
 
 

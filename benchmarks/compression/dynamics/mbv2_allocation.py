@@ -3,7 +3,8 @@
     python benchmarks/compression/dynamics/mbv2_allocation.py OUT.json [--model mobilenetv2] [--budget 0.5]
 
 Same checkpoint, data (5k CIFAR-10 images), seed and fine-tune settings as the cpu-quick benchmark.
-Runs (val split only): (a) l1l2's gated epoch, then its setting on the dense weights (rewind) fine-tuned
+Variants: `l1l2-3ft`, `uniform-2ft`, `l1l2@3-3ft` (3 gated epochs), `l1l2+importance="magnitude"-3ft`
+(method options). Runs (val split only): (a) l1l2's gated epoch, then its setting on the dense weights (rewind) fine-tuned
 for all 3 epochs, i.e. the allocation and unit choice at uniform's fine-tune budget; (b) uniform, 3 epochs.
 Writes kept fractions per group for both, so the allocation can be read off.
 """
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
 import torch
 
 import netdiet
+from netdiet.compress import frozen_copy
 from netdiet.data import DataSpec, build_data
-from netdiet.train import TrainConfig, evaluate, load_model
+from netdiet.train import TrainConfig, evaluate, fit_inplace, load_model
 
 ROOT = Path(__file__).resolve().parents[3]
 CKPT = {
@@ -61,17 +64,43 @@ def main() -> None:
         torch.manual_seed(args.seed)
         data.train.seed = 1_000 + args.seed  # type: ignore[attr-defined]
         method, _, ft = variant.partition("-")
+        method, _, gated = method.partition("@")  # l1l2@3-3ft: 3 gated epochs, then 3 fine-tune epochs
         options = {}
         if method.startswith("l1l2"):
             method, _, opt = method.partition("+")
             options = dict(o.split("=") for o in opt.split(";") if o)
         t = time.perf_counter()
+        small_batch = re.search(r"b(\d+)$", method)
+        if small_batch:  # l1l2b32: the gated phase on batches of 32 (4x the gate steps), fine-tune at 128
+            method = method[: small_batch.start()]
+            small = dict(spec, batch_size=int(small_batch.group(1)))
+            data32 = build_data(DataSpec.from_json(small))
+            data32.train.seed = 1_000 + args.seed  # type: ignore[attr-defined]
+            res = netdiet.compress(
+                dense, data32.train, netdiet.Budget(flops=args.budget), method=method,
+                epochs=float(gated or 1), finetune_epochs=0, train_config=cfg(1), example_inputs=example,
+                latency_batches=(), progress=False,
+                method_options={k: json.loads(v) for k, v in options.items()},
+            )  # fmt: skip
+            fit_inplace(res.model, data.train, {}, cfg(float(ft.rstrip("ft"))), teacher=frozen_copy(dense))
+            sizes, kept = res.report["sizes"], res.report["kept"]
+            out["runs"][variant] = {
+                "val_accuracy": evaluate(res.model, data.eval["val"])["accuracy"],
+                "flops_ratio": res.report["compressed"]["flops"] / res.report["dense"]["flops"],
+                "kept_fraction": {g: round(kept[g] / sizes[g], 3) for g in sizes if g in kept},
+                "wall_s": time.perf_counter() - t,
+            }
+            print(variant, out["runs"][variant]["val_accuracy"], flush=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(out, indent=1))
+            tmp.replace(path)
+            continue
         res = netdiet.compress(
             dense,
             data.train,
             netdiet.Budget(flops=args.budget),
             method=method,
-            epochs=1 if method == "l1l2" else 0,
+            epochs=float(gated or 1) if method == "l1l2" else 0,
             finetune_epochs=float(ft.rstrip("ft")),
             train_config=cfg(1),
             example_inputs=example,

@@ -62,3 +62,31 @@ def as_loader(data: Any) -> Any:
     if hasattr(data, "set_epoch") and hasattr(data, "num_examples"):
         return data
     return BatchAdapter(data)
+
+
+class SplitBatches:
+    """Each batch of `loader` cut into `parts` consecutive smaller batches: the same examples in the
+    same order, `parts` times the optimizer steps. A method that learns per step (l1l2's gates) gets the
+    steps it needs from a short phase without seeing more data."""
+
+    def __init__(self, loader: Any, parts: int) -> None:
+        if parts < 1:
+            raise ConfigError(f"SplitBatches needs parts >= 1, got {parts}")
+        self.loader = loader
+        self.parts = parts
+        self.num_examples = getattr(loader, "num_examples", 0)
+
+    def __len__(self) -> int:
+        return len(self.loader) * self.parts
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for item in self.loader:
+            batch = to_batch(item)
+            n = len(batch)
+            for chunk in torch.arange(n).tensor_split(min(self.parts, n)):
+                lo, hi = int(chunk[0]), int(chunk[-1]) + 1
+                yield Batch(tuple(t[lo:hi] for t in batch.inputs), batch.target[lo:hi])

@@ -23,6 +23,9 @@ class Method:
 
     name = "base"
     needs_training = False  # True: the method's penalty must join a training run before read_off
+    # optimizer steps the method needs to learn from in its training phase; a shorter phase is run on
+    # smaller batches of the same data by `netdiet.compress` (0: any length)
+    min_steps = 0
 
     def __init__(
         self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
