@@ -41,10 +41,10 @@ def test_compress_one_call_meets_budget_and_reports(digits) -> None:
     assert result.recipe["method"] == "l1l2" and result.recipe["budget"] == {"flops": 0.5}
     assert len(result.history) == 2  # one compression epoch, one fine-tune epoch
     # the gated phase is traced step by step and ended hardened, on the budget's schedule
-    # 21 batches of 64 are fewer steps than l1l2 needs (150): the gated phase ran on quarter batches
+    # 21 batches of 64 are fewer steps than l1l2 needs (150): the gated phase ran on half batches
     dyn = report["dynamics"]
     steps = len(digits.train) * dyn["gated_batch_split"]
-    assert dyn["gated_batch_split"] == 4 and steps < 150  # capped at batches of 16
+    assert dyn["gated_batch_split"] == 2 and steps < 150  # capped at batches of 32
     assert [t["step"] for t in result.trace] == list(range(1, steps + 1))
     assert dyn["gated_steps"] == steps and dyn["hardened"] is True
     assert dyn["budget_ratio"] == pytest.approx(0.5)
@@ -146,15 +146,17 @@ def test_split_batches_keep_every_example_in_order_and_multiply_the_steps() -> N
     from netdiet.data.batch import Batch
 
     class Loader:
-        num_examples = 100
+        def __init__(self, size: int = 50) -> None:
+            self.size = size
+            self.num_examples = 2 * size
 
         def __len__(self) -> int:
             return 2
 
         def __iter__(self):
-            for start in (0, 50):
-                x = torch.arange(start, start + 50).float()[:, None]
-                yield Batch((x,), torch.arange(start, start + 50))
+            for start in (0, self.size):
+                x = torch.arange(start, start + self.size).float()[:, None]
+                yield Batch((x,), torch.arange(start, start + self.size))
 
         def set_epoch(self, epoch: int) -> None:
             pass
@@ -164,6 +166,7 @@ def test_split_batches_keep_every_example_in_order_and_multiply_the_steps() -> N
     assert len(split) == 6 and [len(c) for c in chunks] == [17, 17, 16, 17, 17, 16]
     assert torch.equal(torch.cat([c.target for c in chunks]), torch.arange(100))
     assert torch.equal(torch.cat([c.inputs[0][:, 0] for c in chunks]).long(), torch.arange(100))
-    assert gated_split(Loader(), 1.0, 150) == 3  # 2 steps want 75 parts; batches of 50 allow 3 of >= 16
-    assert gated_split(Loader(), 100.0, 150) == 1  # 200 steps are enough
-    assert gated_split(Loader(), 1.0, 0) == 1
+    assert gated_split(Loader(100), 1.0, 150) == 3  # 2 steps want 75 parts; 100 allow 3 of >= 32
+    assert gated_split(Loader(50), 1.0, 150) == 1  # a batch of 50 is not cut below 32
+    assert gated_split(Loader(100), 100.0, 150) == 1  # 200 steps are enough
+    assert gated_split(Loader(100), 1.0, 0) == 1

@@ -12,6 +12,7 @@ model that was trained. An exact greedy fix-up puts the exported cost in [budget
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,14 @@ class L1L2(Method):
         if total_steps < 1:
             raise ConfigError(f"the gated phase needs at least one step, got total_steps={total_steps}")
         self.total_steps = int(total_steps)
+        if self.total_steps < self.min_steps:
+            warnings.warn(
+                f"l1l2's gated phase has {self.total_steps} steps; allocations learned in fewer than "
+                f"{self.min_steps} were measured worse (docs/l1l2-dynamics.md). Use smaller batches or more "
+                "steps for this phase (netdiet.compress cuts the batches, down to 32 examples).",
+                UserWarning,
+                stacklevel=2,
+            )
         lr = gate_lr_for(self.schedule.anneal_steps(self.total_steps), self.config.gate_lr)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
