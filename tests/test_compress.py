@@ -41,10 +41,9 @@ def test_compress_one_call_meets_budget_and_reports(digits) -> None:
     assert result.recipe["method"] == "l1l2" and result.recipe["budget"] == {"flops": 0.5}
     assert len(result.history) == 2  # one compression epoch, one fine-tune epoch
     # the gated phase is traced step by step and ended hardened, on the budget's schedule
-    # 21 batches of 64 are fewer steps than l1l2 needs (150): the gated phase ran on half batches
     dyn = report["dynamics"]
     steps = len(digits.train) * dyn["gated_batch_split"]
-    assert dyn["gated_batch_split"] == 2 and steps < 150  # capped at batches of 32
+    assert dyn["gated_batch_split"] == 1  # l1l2 asks for no minimum number of steps (min_steps = 0)
     assert [t["step"] for t in result.trace] == list(range(1, steps + 1))
     assert dyn["gated_steps"] == steps and dyn["hardened"] is True
     assert dyn["budget_ratio"] == pytest.approx(0.5)
@@ -170,3 +169,16 @@ def test_split_batches_keep_every_example_in_order_and_multiply_the_steps() -> N
     assert gated_split(Loader(50), 1.0, 150) == 1  # a batch of 50 is not cut below 32
     assert gated_split(Loader(100), 100.0, 150) == 1  # 200 steps are enough
     assert gated_split(Loader(100), 1.0, 0) == 1
+
+
+def test_a_method_that_needs_steps_gets_its_batches_cut(digits, monkeypatch) -> None:
+    from netdiet.methods.l1l2 import L1L2
+
+    monkeypatch.setattr(L1L2, "min_steps", 150)
+    model = netdiet.zoo.build("resnet20", widths=[8, 16, 32])
+    with pytest.warns(UserWarning, match="gated phase has 42 steps"):  # 21 batches cut at most to 32
+        result = netdiet.compress(
+            model, digits.train, "flops=0.5", epochs=1, finetune_epochs=0, progress=False, latency_batches=()
+        )
+    assert result.report["dynamics"]["gated_batch_split"] == 2
+    assert result.report["dynamics"]["gated_steps"] == 2 * len(digits.train) == len(result.trace)
