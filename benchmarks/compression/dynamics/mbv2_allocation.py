@@ -16,6 +16,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,17 +84,7 @@ def main() -> None:
                 method_options={k: json.loads(v) for k, v in options.items()},
             )  # fmt: skip
             fit_inplace(res.model, data.train, {}, cfg(float(ft.rstrip("ft"))), teacher=frozen_copy(dense))
-            sizes, kept = res.report["sizes"], res.report["kept"]
-            out["runs"][variant] = {
-                "val_accuracy": evaluate(res.model, data.eval["val"])["accuracy"],
-                "flops_ratio": res.report["compressed"]["flops"] / res.report["dense"]["flops"],
-                "kept_fraction": {g: round(kept[g] / sizes[g], 3) for g in sizes if g in kept},
-                "wall_s": time.perf_counter() - t,
-            }
-            print(variant, out["runs"][variant]["val_accuracy"], flush=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(out, indent=1))
-            tmp.replace(path)
+            record(out, variant, res, evaluate(res.model, data.eval["val"])["accuracy"], t, path)
             continue
         res = netdiet.compress(
             dense,
@@ -108,21 +99,26 @@ def main() -> None:
             progress=False,
             method_options={k: json.loads(v) for k, v in options.items()},
         )
-        sizes, kept = res.report["sizes"], res.report["kept"]
-        out["runs"][variant] = {
-            "val_accuracy": evaluate(res.model, data.eval["val"])["accuracy"],
-            "flops_ratio": res.report["compressed"]["flops"] / res.report["dense"]["flops"],
-            "kept_fraction": {g: round(kept[g] / sizes[g], 3) for g in sizes if g in kept},
-            "wall_s": time.perf_counter() - t,
-        }
-        print(
-            variant,
-            json.dumps({k: v for k, v in out["runs"][variant].items() if k != "kept_fraction"}),
-            flush=True,
-        )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        tmp.replace(path)
+        record(out, variant, res, evaluate(res.model, data.eval["val"])["accuracy"], t, path)
+
+
+def record(out: dict, variant: str, res: Any, val: float, t0: float, path: Path) -> None:
+    """One variant's val accuracy, FLOPs ratio and kept fraction per group, written atomically."""
+    sizes, kept = res.report["sizes"], res.report["kept"]
+    out["runs"][variant] = {
+        "val_accuracy": val,
+        "flops_ratio": res.report["compressed"]["flops"] / res.report["dense"]["flops"],
+        "kept_fraction": {g: round(kept[g] / sizes[g], 3) for g in sizes if g in kept},
+        "wall_s": time.perf_counter() - t0,
+    }
+    print(
+        variant,
+        json.dumps({k: v for k, v in out["runs"][variant].items() if k != "kept_fraction"}),
+        flush=True,
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
