@@ -27,13 +27,20 @@ def _model() -> torch.nn.Module:
     return netdiet.zoo.build("resnet20", widths=[8, 16, 32])
 
 
-def _run(digits, model: torch.nn.Module, work_dir: Path | None, **kw: Any) -> netdiet.CompressionResult:
+def _run(
+    digits,
+    model: torch.nn.Module,
+    work_dir: Path | None,
+    budget: str = "flops=0.5",
+    finetune: float = 3,
+    **kw: Any,
+) -> netdiet.CompressionResult:
     return netdiet.compress(
         model,
         digits.train,
-        "flops=0.5",
+        budget,
         epochs=0.5,
-        finetune_epochs=3,
+        finetune_epochs=finetune,
         train_config=TrainConfig(lr=0.02, progress=False),
         work_dir=work_dir,
         **kw,
@@ -89,22 +96,6 @@ def test_interrupted_finetune_resumes_to_the_same_model(digits, tmp_path: Path, 
 
 def test_a_state_from_other_settings_is_refused(digits, tmp_path: Path) -> None:
     model = _model()
-    netdiet.compress(
-        model,
-        digits.train,
-        "flops=0.5",
-        epochs=0.5,
-        finetune_epochs=0,
-        train_config=TrainConfig(lr=0.02, progress=False),
-        work_dir=tmp_path,
-    )
+    _run(digits, model, tmp_path, finetune=0)
     with pytest.raises(ConfigError, match="budget differ"):
-        netdiet.compress(
-            model,
-            digits.train,
-            "flops=0.4",
-            epochs=0.5,
-            finetune_epochs=0,
-            train_config=TrainConfig(lr=0.02, progress=False),
-            work_dir=tmp_path,
-        )
+        _run(digits, model, tmp_path, budget="flops=0.4", finetune=0)
