@@ -57,7 +57,6 @@ class L1L2Config:
     gate_optimizer: str = "sgd"
     rewind: bool = True
     freeze_weights: bool = False
-    balance: bool = False
     tolerance: float = 0.01
 
     def __post_init__(self) -> None:
@@ -83,7 +82,7 @@ class L1L2(Method):
     name = "l1l2"
     needs_training = True
     # not raised (0): cutting a 39-step gated phase into 156 steps of 32 examples gained MobileNetV2 2.1
-    # test points but cost ResNet-20 0.2-0.3 and ResNet-56 0.6-1.0 (3 seeds, docs/l1l2-dynamics.md)
+    # test points but cost ResNet-20 0.2-0.3 and ResNet-56 0.6-1.2 (3 seeds, docs/l1l2-dynamics.md)
     min_steps = 0
 
     def __init__(
@@ -108,13 +107,6 @@ class L1L2(Method):
                 p.requires_grad_(False)
         self.check_feasible(
             minimum_cost(space, self.metric, self.gates.rank_names, self.latency, self.multiples)
-        )
-        # balance: each group's cost pressure divided by its share of the dense cost, so that without a
-        # task signal every group sheds the same fraction (a uniform prior); the task gradient moves away
-        self._balance = (
-            group_balance(space, self.metric, self.latency, self.gates.group_names)
-            if self.config.balance
-            else None
         )
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
         self.schedule = CostSchedule(
@@ -211,11 +203,6 @@ class L1L2(Method):
             )
         params = list(self.gates.parameters())
         pen = self._pen_grads or [None] * len(params)
-        raw_pen = list(pen)
-        if self._balance is not None:
-            pen = [
-                g if g is None or i >= len(self._balance) else g * self._balance[i] for i, g in enumerate(pen)
-            ]
         task: list[torch.Tensor] = []
         for p, g_pen in zip(params, pen):
             g = p.grad if p.grad is not None else torch.zeros_like(p)
@@ -228,17 +215,6 @@ class L1L2(Method):
                     value=bad,
                 )
             task.append(g - self._lam_used * g_pen if g_pen is not None else g)
-        if self._balance is not None:
-            task = [
-                g - self._lam_used * r if r is not None else g
-                for g, r in zip(
-                    [p.grad if p.grad is not None else torch.zeros_like(p) for p in params], raw_pen
-                )
-            ]
-            with torch.no_grad():
-                for p, t, g_pen in zip(params, task, pen):
-                    if p.grad is not None and g_pen is not None:
-                        p.grad = t + self._lam_used * g_pen
         if not self.hardening:
             if not self.controller.calibrated:
                 t_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in task))
@@ -456,20 +432,3 @@ def _effective(model: nn.Module, key: str) -> torch.Tensor:
     path, _, attr = key.rpartition(".")
     owner = model.get_submodule(path) if path else model
     return getattr(owner, attr).detach().clone()
-
-
-def group_balance(
-    space: Space, metric: str, latency: LatencyModel | None, names: Sequence[str]
-) -> list[float]:
-    """Per group: mean share / its share of the dense cost (share = units x marginal cost per unit)."""
-    counts = {
-        g.name: torch.tensor(float(g.size), dtype=torch.float64, requires_grad=True) for g in space.groups
-    }
-    value = getattr(cost(space, counts, per_layer=False, latency=latency), metric)
-    if not isinstance(value, torch.Tensor) or not value.requires_grad:
-        return [1.0] * len(names)
-    grads = torch.autograd.grad(value, [counts[n] for n in names], allow_unused=True)
-    shares = [float(counts[n].detach()) * (float(g) if g is not None else 0.0) for n, g in zip(names, grads)]
-    positive = [x for x in shares if x > 0]
-    mean = sum(positive) / len(positive) if positive else 1.0
-    return [mean / x if x > 0 else 1.0 for x in shares]
