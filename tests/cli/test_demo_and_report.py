@@ -90,3 +90,11 @@ def test_the_accuracy_plot_joins_only_runs_of_one_method_and_base_in_flops_order
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
     markdown.write_report([runs], tmp_path / "rep")
     assert drawn == [([20.0], "l1l2 (dense 40 MFLOPs)"), ([30.0, 50.0, 70.0], "l1l2 (dense 100 MFLOPs)")]
+
+
+def test_report_of_only_failed_runs_is_a_clear_error_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    _fake_run(runs, "diverged", 30e6, float("nan"))
+    assert main(["report", str(runs), "--out", str(tmp_path / "rep")]) == 2
+    assert "every run failed: diverged (compressed accuracy is nan)" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
