@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 IMAGE_METHODS = ["l1l2", "magnitude", "uniform", "torch-pruning", "torch-pruning-groupnorm"]
-TEXT_METHODS = ["l1l2", "magnitude", "uniform"]
+TEXT_METHODS = ["l1l2", "magnitude", "uniform", "torch-pruning", "torch-pruning-groupnorm"]
 SGD = {"optimizer": "sgd", "lr": 0.02, "weight_decay": 5e-4}
 ADAMW = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
 
@@ -164,10 +164,41 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+def _attention_heads(model: torch.nn.Module) -> dict[torch.nn.Module, int]:
+    """Torch-Pruning's `num_heads` map for attention modules with separate q/k/v Linears (the zoo's
+    BERT): it lets Torch-Pruning remove whole heads, its documented recipe for transformers, instead
+    of cutting channels across head boundaries."""
+    heads: dict[torch.nn.Module, int] = {}
+    for mod in model.modules():
+        qkv = [getattr(mod, n, None) for n in ("query", "key", "value")]
+        if hasattr(mod, "num_heads") and all(isinstance(x, torch.nn.Linear) for x in qkv):
+            heads.update({x: int(mod.num_heads) for x in qkv})  # type: ignore[misc]
+    return heads
+
+
+def _tp_kwargs(model: torch.nn.Module, ratio: float | None = None) -> dict[str, Any]:
+    last = [mod for mod in model.modules() if isinstance(mod, torch.nn.Linear)][-1]
+    kwargs: dict[str, Any] = {"global_pruning": True, "ignored_layers": [last]}
+    heads = _attention_heads(model)
+    if heads:
+        kwargs.update(num_heads=heads, prune_num_heads=True, prune_head_dims=False)
+        if ratio is not None:
+            kwargs["head_pruning_ratio"] = ratio
+    return kwargs
+
+
+def _sync_head_counts(model: torch.nn.Module) -> None:
+    """Torch-Pruning slices the Linears; the attention module's own head count must follow."""
+    for mod in model.modules():
+        if hasattr(mod, "num_heads") and hasattr(mod, "head_dim") and hasattr(mod, "query"):
+            mod.num_heads = mod.query.out_features // mod.head_dim
+
+
 def torch_pruning_prune(
-    model: torch.nn.Module, example: torch.Tensor, target_flops: float
+    model: torch.nn.Module, example: tuple[torch.Tensor, ...], target_flops: float
 ) -> torch.nn.Module:
-    """Global group-magnitude pruning with Torch-Pruning to the largest ratio under the FLOPs target."""
+    """Global group-magnitude pruning with Torch-Pruning to the largest ratio under the FLOPs target
+    (attention pruned by whole heads, at the same ratio as channels)."""
     try:
         import torch_pruning as tp
     except ImportError:
@@ -180,23 +211,22 @@ def torch_pruning_prune(
 
     def prune(ratio: float) -> torch.nn.Module:
         m = copy.deepcopy(model).eval()
-        last = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1]
         pruner = tp.pruner.MetaPruner(
             m,
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=ratio,
-            global_pruning=True,
-            ignored_layers=[last],
+            **_tp_kwargs(m, ratio),
         )
         pruner.step()
+        _sync_head_counts(m)
         return m
 
     lo, hi, best = 0.0, 0.95, None
     for _ in range(14):
         mid = (lo + hi) / 2
         m = prune(mid)
-        if measured_flops(m, (example,)) <= target_flops:
+        if measured_flops(m, example) <= target_flops:
             hi, best = mid, m
         else:
             lo = mid
@@ -210,18 +240,16 @@ class GroupNormRegulariser:
     gradients after every backward (sparse training), so the later group-norm cut finds groups that
     training has already emptied."""
 
-    def __init__(self, model: torch.nn.Module, example: torch.Tensor, reg: float) -> None:
+    def __init__(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...], reg: float) -> None:
         import torch_pruning as tp
 
-        last = [mod for mod in model.modules() if isinstance(mod, torch.nn.Linear)][-1]
         self.model = model
         self.pruner = tp.pruner.GroupNormPruner(
             model,
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=2),
             reg=reg,
-            global_pruning=True,
-            ignored_layers=[last],
+            **_tp_kwargs(model),
         )
 
     def begin(self, total_steps: int) -> None:
@@ -375,19 +403,19 @@ def run_model(
         t = time.perf_counter()
         gated_epochs = None
         if method == "torch-pruning":
-            slim = torch_pruning_prune(dense, example[0], budget * dense_flops)
+            slim = torch_pruning_prune(dense, example, budget * dense_flops)
             fit_inplace(slim, data.train, {}, config(seed, total_epochs, kd=0.5), teacher=dense)
             compress_train_s = 0.0
         elif method == "torch-pruning-groupnorm":
             t_sparse = time.perf_counter()
             sparse = copy.deepcopy(dense)
-            hook = GroupNormRegulariser(sparse, example[0], GROUPNORM_REG)
+            hook = GroupNormRegulariser(sparse, example, GROUPNORM_REG)
             gated_epochs = spec["compress_epochs"]
             fit_inplace(
                 sparse, data.train, {}, config(seed, gated_epochs, kd=0.5), teacher=dense, step_hook=hook
             )
             compress_train_s = time.perf_counter() - t_sparse
-            slim = torch_pruning_prune(sparse.eval(), example[0], budget * dense_flops)
+            slim = torch_pruning_prune(sparse.eval(), example, budget * dense_flops)
             cfg = config(seed, spec["finetune_epochs"], kd=0.5)
             fit_inplace(slim, data.train, {}, cfg, teacher=dense)
         else:
