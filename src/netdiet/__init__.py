@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from netdiet.compress import CompressionResult, compress  # noqa: E402
 from netdiet.compressor import Compressor, Exported  # noqa: E402
-from netdiet.cost import CostReport, cost, measured_flops  # noqa: E402
+from netdiet.cost import CostReport, cost, measured_flops, price  # noqa: E402
 from netdiet.errors import (  # noqa: E402
     ConfigError,
     InvalidKeepError,
@@ -19,9 +19,12 @@ from netdiet.errors import (  # noqa: E402
 )
 from netdiet.export import load, save, verify  # noqa: E402
 from netdiet.methods import Budget  # noqa: E402
-from netdiet.space import Group, Space, analyze  # noqa: E402
+from netdiet.space import Assignment, Group, Knob, Space, analyze  # noqa: E402
 
 __all__ = [
+    "Assignment",
+    "Knob",
+    "price",
     "Budget",
     "CompressionResult",
     "Compressor",

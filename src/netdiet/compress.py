@@ -5,7 +5,7 @@ Sits beside the pipeline: it composes the method stage (Compressor), the trainer
 1. analyse the model and attach the method (l1l2: gates; baselines: nothing);
 2. train the gated copy for `epochs` with the method's penalty in the one training loop (methods that
    train), distilling from the dense model;
-3. read off a setting within the budget and export the slim model (verified against the masked one);
+3. read off an assignment of knob values within the budget and export the slim model (verified against the masked one);
 4. fine-tune the slim model for `finetune_epochs`, distilling from the dense model;
 5. measure both: accuracy, exact FLOPs/params, CPU latency.
 
@@ -36,7 +36,7 @@ from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.data.adapt import SplitBatches, as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
-from netdiet.methods import Budget
+from netdiet.methods import Budget, method_class
 from netdiet.profiling import prepare_latency_table
 from netdiet.report import compare_latency
 from netdiet.report.latency_e2e import prepare_runner, time_against_reference
@@ -184,6 +184,12 @@ def compress(
             force=force_table,
             progress=progress,
         )
+    evaluator: Callable[[nn.Module], float] | None = None
+    if method_class(method).needs_evaluator:  # a method that scores candidates gets the held-out metric
+        held_out = eval_data
+        evaluator = eval_fn or (
+            (lambda m: float(evaluate(m, held_out)["accuracy"])) if held_out is not None else None
+        )
     comp = Compressor(
         model,
         inputs,
@@ -193,6 +199,7 @@ def compress(
         latency_table=table,
         force_table=True,  # checked (or forced by the caller) just above
         space=space,
+        evaluator=evaluator,
         **(method_options or {}),
     )
     if not 0 <= distill <= 1:
@@ -264,9 +271,10 @@ def compress(
             "params": exported.cost["params"],
         },
         "factorized": exported.factorized,
-        "kept": {k: int(v.numel()) for k, v in exported.setting.keep.items()},
+        "kept": {k: int(v.numel()) for k, v in exported.assignment.keep.items()},
         "sizes": {g.name: g.size for g in comp.space.groups},
-        "ranks": {w: int(v.numel()) for w, v in exported.setting.ranks.items()},
+        "ranks": {w: int(v.numel()) for w, v in exported.assignment.ranks.items()},
+        "assignment": exported.assignment.to_json(),
         "compress_train_s": compress_train_s,
         "finetune_s": finetune_s,
         "total_s": time.perf_counter() - t_start,

@@ -13,19 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from netdiet.atomic import atomic_write_json
 from netdiet.compressor import Exported
 from netdiet.errors import ConfigError
 from netdiet.export import RECIPE_ATTR, load, save
-from netdiet.methods.readoff import Setting
+from netdiet.space import Assignment
 
 GATED_DIR = "gated"
 FINETUNE_DIR = "finetune"
 STATE_FILE = "state.json"
-FORMAT = "netdiet.compress-state/1"
+FORMAT = "netdiet.compress-state/2"  # 2: the choice is stored as an assignment of knob ids
 
 
 def save_gated(
@@ -46,8 +45,7 @@ def save_gated(
         {
             "format": FORMAT,
             "fingerprint": fingerprint,
-            "keep": {k: v.tolist() for k, v in exported.setting.keep.items()},
-            "ranks": {k: v.tolist() for k, v in exported.setting.ranks.items()},
+            "assignment": exported.assignment.to_json(),
             "factorized": exported.factorized,
             "dense_cost": exported.dense_cost,
             "cost": exported.cost,
@@ -84,13 +82,9 @@ def load_gated(work_dir: Path, base_model: nn.Module, fingerprint: dict[str, Any
             "resume with the same settings, or start over (--overwrite) to discard it"
         )
     slim = load(work_dir / GATED_DIR, base_model)
-    setting = Setting(
-        keep={k: torch.tensor(v, dtype=torch.long) for k, v in state["keep"].items()},
-        ranks={k: torch.tensor(v, dtype=torch.long) for k, v in state["ranks"].items()},
-    )
     state["exported"] = Exported(
         model=slim,
-        setting=setting,
+        assignment=Assignment.from_json(state["assignment"]),
         factorized={k: int(v) for k, v in state["factorized"].items()},
         dense_cost=state["dense_cost"],
         cost=state["cost"],

@@ -18,10 +18,8 @@ the methods themselves never import the export stage.
 
 from __future__ import annotations
 
-import copy
-import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from netdiet.cost import cost
+from netdiet.cost import price
 from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.errors import ConfigError
-from netdiet.export import RECIPE_ATTR, export_model
-from netdiet.export.lowrank import factorize, pays
-from netdiet.export.verify import verify as verify_outputs
-from netdiet.methods import Budget, Method
-from netdiet.methods.readoff import Setting
-from netdiet.methods.registry import make_method
+from netdiet.export import RECIPE_ATTR, export_assignment, mask_model
+from netdiet.methods import Budget, Method, make_method
 from netdiet.profiling import check_table_here
-from netdiet.space import Space, analyze
+from netdiet.space import Assignment, Space, analyze
 
 
 @dataclass
@@ -47,7 +41,7 @@ class Exported:
     """The slim model and the numbers that prove what it is."""
 
     model: nn.Module
-    setting: Setting
+    assignment: Assignment
     factorized: dict[str, int]
     dense_cost: dict[str, float]
     cost: dict[str, float]
@@ -60,7 +54,7 @@ class Exported:
             "dense": self.dense_cost,
             "compressed": self.cost,
             "ratio": {k: self.cost[k] / max(self.dense_cost[k], 1e-12) for k in self.cost},
-            "kept": {k: int(v.numel()) for k, v in self.setting.keep.items()},
+            "kept": {k: int(v.numel()) for k, v in self.assignment.keep.items()},
             "factorized": dict(self.factorized),
         }
 
@@ -78,11 +72,15 @@ class Compressor:
         force_table: bool = False,
         space: Space | None = None,
         total_steps: int | None = None,
+        evaluator: Callable[[nn.Module], float] | None = None,
         **config: Any,
     ) -> None:
         """`latency_table` (a LatencyTable or a JSON path from `netdiet profile`) prices a latency budget;
         a table measured on another device or runtime is refused unless `force_table`. `space`: the
-        analysis of `model` with these inputs and `exclude`, if the caller already has it."""
+        analysis of `model` with these inputs and `exclude`, if the caller already has it.
+        `evaluator`: a score of a model (higher is better, e.g. held-out accuracy) for methods that
+        compare candidate assignments; they get it applied to the masked model of each candidate.
+        `config`: options of the method's Config."""
         if isinstance(budget, str):
             budget = Budget.parse(budget)
         if not isinstance(budget, Budget):
@@ -102,9 +100,27 @@ class Compressor:
                     "overhead (run `netdiet profile` on this model, or netdiet.compress, which calibrates)",
                     stacklevel=2,
                 )
-        self.method: Method = make_method(method, model, self.space, budget, latency=self.latency, **config)
+        self._evaluator = evaluator
+        self.method: Method = make_method(
+            method,
+            model,
+            self.space,
+            budget,
+            latency=self.latency,
+            evaluator=self._evaluate if evaluator is not None else None,
+            **config,
+        )
         if total_steps is not None:
             self.begin(total_steps)
+
+    def _evaluate(self, assignment: Assignment) -> float:
+        """The user's evaluator on the masked model of a candidate (dropped units zeroed: exact, and no
+        export per candidate)."""
+        assert self._evaluator is not None
+        source = self.method.weights_for_export(None)
+        masked = mask_model(self.space, assignment.keep, source=source).eval()
+        with torch.no_grad():
+            return float(self._evaluator(masked))
 
     def begin(self, total_steps: int) -> None:
         """Tell the method how many optimizer steps the training loop will make."""
@@ -143,47 +159,26 @@ class Compressor:
         return list(getattr(self.method, "trace", []))
 
     def export(self, verify: bool = True) -> Exported:
-        """Read off a setting within the budget and return the slim, verified model."""
+        """Read off an assignment within the budget and return the slim, verified model."""
         method = self.method
-        setting = method.read_off()
-        source = method.weights_for_export(setting)
-        slim = export_model(self.space, setting.keep, verify=verify, source=source)
-        factorized = self._factorize(slim, setting)
-        counts, ranks = setting.counts()
-        final = cost(self.space, counts, ranks=ranks, per_layer=False, latency=self.latency)
-        dense = cost(self.space, per_layer=False, latency=self.latency)
+        assignment = method.read_off()
+        source = method.weights_for_export(assignment)
+        slim, applied = export_assignment(self.space, assignment, source=source, verify=verify)
+        factorized = dict(applied.get("ranks", {}))
+        # a rank that does not pay is priced as the dense layer (min of the two), as the handler exports it
+        final = price(self.space, assignment, latency=self.latency)
+        dense = price(self.space, latency=self.latency)
         metrics = ["flops", "params", "weight_bytes", "bops"] + (["latency_ms"] if self.latency else [])
         recipe = dict(getattr(slim, RECIPE_ATTR))
-        recipe["ranks"] = factorized
         recipe["method"] = method.name
         recipe["budget"] = self.budget.to_dict()
         setattr(slim, RECIPE_ATTR, recipe)
         return Exported(
             model=slim,
-            setting=setting,
+            assignment=assignment,
             factorized=factorized,
             dense_cost={m: float(getattr(dense, m)) for m in metrics},
             cost={m: float(getattr(final, m)) for m in metrics},
             budget={method.metric: method.target},
             recipe=recipe,
         )
-
-    def _factorize(self, slim: nn.Module, setting: Setting) -> dict[str, int]:
-        """Factorise the layers whose kept rank lowers their cost; check the result is unchanged."""
-        ranks: dict[str, int] = {}
-        for weight, kept in setting.ranks.items():
-            info = self.space.analysis.params[weight]
-            module = slim.get_submodule(info.module_path)
-            if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                continue
-            w = module.weight
-            rest = math.prod(w.shape[1:])
-            r = int(kept.numel())
-            if pays(w.shape[0], rest, r):
-                ranks[info.module_path] = r
-        if ranks:
-            before = copy.deepcopy(slim)
-            factorize(slim, ranks)
-            if not any(p.device.type == "meta" for p in slim.parameters()):
-                verify_outputs(before, slim, self.space.example_inputs, rtol=1e-4)
-        return ranks

@@ -153,9 +153,9 @@ def test_gated_phase_of_any_length_ends_in_the_budget_window_and_reads_off_lossl
     dense = netdiet.measured_flops(model, (x[:1],))
     flops = netdiet.measured_flops(result.model, (x[:1],))
     assert budget * 0.99 * dense <= flops <= budget * dense
-    assert result.setting.keep.keys() == comp.method.hard_setting.keep.keys()
+    assert result.assignment.keep.keys() == comp.method.hard_setting.keep.keys()
     for name, idx in comp.method.hard_setting.keep.items():
-        assert torch.equal(result.setting.keep[name], idx), name
+        assert torch.equal(result.assignment.keep[name], idx), name
     # the model that was trained is the model exported: same outputs in eval mode
     comp.model.eval()
     result.model.eval()
@@ -176,13 +176,13 @@ def test_rewind_exports_the_learned_setting_on_the_dense_weights(kind: str) -> N
     # no hardening phase: the setting is fixed at the very last step only
     assert [t["phase"] for t in comp.trace] == ["anneal"] * 19 + ["harden"]
     result = comp.export()
-    assert method.hard_setting is not None and result.setting.ranks == {} and result.factorized == {}
-    assert result.setting.keep.keys() == method.hard_setting.keep.keys()
-    assert all(torch.equal(result.setting.keep[k], v) for k, v in method.hard_setting.keep.items())
+    assert method.hard_setting is not None and result.assignment.ranks == {} and result.factorized == {}
+    assert result.assignment.keep.keys() == method.hard_setting.keep.keys()
+    assert all(torch.equal(result.assignment.keep[k], v) for k, v in method.hard_setting.keep.items())
     dense = netdiet.measured_flops(model, (x[:1],))
     assert 0.495 * dense <= netdiet.measured_flops(result.model, (x[:1],)) <= 0.5 * dense
     # the exported model is the *original* model cut to the learned setting, not the gated one
-    reference = netdiet.analyze(model, (x[:1],)).export(result.setting.keep)
+    reference = netdiet.analyze(model, (x[:1],)).export(result.assignment.keep)
     result.model.eval()
     reference.eval()
     comp.model.eval()
@@ -394,7 +394,7 @@ def test_importance_and_export_are_deterministic_for_a_seed() -> None:
                 opt.step()
                 comp.step(loss.item())
         assert comp.method.taylor.count > 0  # the task gradient entered the scores
-        return comp.method.importance(), comp.export().setting
+        return comp.method.importance(), comp.export().assignment
 
     (groups1, ranks1), setting1 = run()
     (groups2, ranks2), setting2 = run()

@@ -16,9 +16,8 @@ from netdiet.compressor import Compressor
 from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel, LatencyTable, make_backend, profile_space
 from netdiet.errors import ConfigError, LatencyTableError
-from netdiet.methods import L1L2, Budget, L1L2Config, Magnitude, Uniform, make_method
-from netdiet.methods.readoff import Setting
-from netdiet.space import Space, analyze
+from netdiet.methods import Budget, L1L2Config, make_method
+from netdiet.space import Assignment, Space, analyze
 
 
 @dataclass
@@ -43,12 +42,12 @@ def r20() -> Setup:
     return Setup(model, x, y, space, table, LatencyModel(space, table))
 
 
-def predicted(setup: Setup, setting: Setting) -> float:
+def predicted(setup: Setup, setting: Assignment) -> float:
     return setup.latency.predict_keep(setting.keep)
 
 
-def assert_multiples_kept(setting: Setting, multiples: dict[str, int]) -> None:
-    counts, _ = setting.counts()
+def assert_multiples_kept(setting: Assignment, multiples: dict[str, int]) -> None:
+    counts = {name: int(idx.numel()) for name, idx in setting.keep.items()}
     for name, m in multiples.items():
         assert counts[name] % m == 0, f"{name} keeps {counts[name]}, not a multiple of {m}"
 
@@ -114,18 +113,18 @@ def test_compressor_without_a_table_refuses_a_latency_budget(r20: Setup) -> None
 
 
 def test_l1l2_surrogate_of_the_dense_model_is_its_predicted_latency(r20: Setup) -> None:
-    method = L1L2(r20.model, r20.space, Budget(latency=0.6), latency=r20.latency)
+    method = make_method("l1l2", r20.model, r20.space, Budget(latency=0.6), latency=r20.latency)
     dense = r20.latency.predict_keep(None)
     assert method.metric == "latency_ms"
     assert method.dense == pytest.approx(dense, rel=1e-12)
     assert method.target == pytest.approx(0.6 * dense, rel=1e-12)
     assert float(method.surrogate().detach()) == pytest.approx(dense, rel=1e-6)
-    absolute = L1L2(r20.model, r20.space, Budget(latency_ms=0.5 * dense), latency=r20.latency)
+    absolute = make_method("l1l2", r20.model, r20.space, Budget(latency_ms=0.5 * dense), latency=r20.latency)
     assert absolute.target == pytest.approx(0.5 * dense)
 
 
 def test_l1l2_penalty_is_finite_and_gives_gate_gradients_that_lower_latency(r20: Setup) -> None:
-    method = L1L2(r20.model, r20.space, Budget(latency=0.6), latency=r20.latency)
+    method = make_method("l1l2", r20.model, r20.space, Budget(latency=0.6), latency=r20.latency)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # at equal gates S(a) is stationary; spread them so the gradient shows
         for name in method.gates.group_names:
@@ -151,7 +150,7 @@ def test_l1l2_penalty_is_finite_and_gives_gate_gradients_that_lower_latency(r20:
 
 def test_l1l2_reads_off_a_setting_in_the_latency_window_at_the_measured_multiples(r20: Setup) -> None:
     config = L1L2Config(gate_lr=0.05)
-    method = L1L2(r20.model, r20.space, Budget(latency=0.6), config, latency=r20.latency)
+    method = make_method("l1l2", r20.model, r20.space, Budget(latency=0.6), latency=r20.latency, gate_lr=0.05)
     method.begin(10)
     assert method.multiples == r20.latency.group_multiples()
     assert method.multiples and set(method.multiples.values()) <= {8, 16}
@@ -175,19 +174,21 @@ def test_l1l2_reads_off_a_setting_in_the_latency_window_at_the_measured_multiple
     # this configuration has settings inside [target (1 - tolerance), target]: the read-off must find one
     assert method.target * (1 - config.tolerance) <= value <= method.target
     assert value == pytest.approx(
-        float(cost(r20.space, setting.counts()[0], latency=r20.latency).latency_ms), rel=1e-12
+        float(cost(r20.space, setting.keep, latency=r20.latency).latency_ms), rel=1e-12
     )
     assert_multiples_kept(setting, method.multiples)
     assert setting.ranks == {}
 
 
 def test_low_rank_gates_are_on_for_flops_and_off_for_latency_and_rewind(r20: Setup) -> None:
-    flops = L1L2(r20.model, r20.space, Budget(flops=0.6), L1L2Config(rewind=False), latency=r20.latency)
+    flops = make_method("l1l2", r20.model, r20.space, Budget(flops=0.6), latency=r20.latency, rewind=False)
     assert flops.gates.rank_names and flops.latency is None and flops.multiples == {}
-    rewound = L1L2(r20.model, r20.space, Budget(flops=0.6), latency=r20.latency)  # rewind: the default
+    rewound = make_method(
+        "l1l2", r20.model, r20.space, Budget(flops=0.6), latency=r20.latency
+    )  # rewind: the default
     assert rewound.config.rewind and rewound.gates.rank_names == []
-    latency = L1L2(
-        r20.model, r20.space, Budget(latency=0.6), L1L2Config(lowrank=True, rewind=False), latency=r20.latency
+    latency = make_method(
+        "l1l2", r20.model, r20.space, Budget(latency=0.6), latency=r20.latency, lowrank=True, rewind=False
     )
     assert latency.gates.rank_names == [] and latency.latency is r20.latency
 
@@ -195,23 +196,23 @@ def test_low_rank_gates_are_on_for_flops_and_off_for_latency_and_rewind(r20: Set
 # ----- baselines --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [Uniform, Magnitude])
+@pytest.mark.parametrize("name", ["uniform", "magnitude"])
 @pytest.mark.parametrize("fraction", [0.6, 0.35])
-def test_baselines_meet_the_latency_budget_at_the_multiples(r20: Setup, cls: type, fraction: float) -> None:
-    method = cls(r20.model, r20.space, Budget(latency=fraction), r20.latency)
+def test_baselines_meet_the_latency_budget_at_the_multiples(r20: Setup, name: str, fraction: float) -> None:
+    method = make_method(name, r20.model, r20.space, Budget(latency=fraction), latency=r20.latency)
     assert method.multiples == r20.latency.group_multiples()
     setting = method.read_off()
     value = predicted(r20, setting)
     assert value <= method.target
     assert value < r20.latency.predict_keep(None)
-    if cls is Magnitude:  # the greedy fix-up lands in the window (uniform has one knob only)
+    if name == "magnitude":  # the greedy fix-up lands in the window (uniform has one knob only)
         assert value >= 0.99 * method.target
     assert_multiples_kept(setting, method.multiples)
 
 
 def test_an_infeasible_latency_budget_is_refused(r20: Setup) -> None:
     with pytest.raises(ConfigError, match="smallest reachable latency_ms"):
-        Uniform(r20.model, r20.space, Budget(latency=0.001), r20.latency)
+        make_method("uniform", r20.model, r20.space, Budget(latency=0.001), latency=r20.latency)
 
 
 # ----- Compressor with a table ------------------------------------------------------------------------
@@ -226,7 +227,7 @@ def test_compressor_checks_the_table_and_exports_under_the_latency_budget(r20: S
     assert result.cost["latency_ms"] <= 0.6 * result.dense_cost["latency_ms"]
     assert result.dense_cost["latency_ms"] == pytest.approx(r20.latency.predict_keep(None))
     assert result.budget == {"latency_ms": pytest.approx(0.6 * result.dense_cost["latency_ms"])}
-    assert_multiples_kept(result.setting, comp.method.multiples)
+    assert_multiples_kept(result.assignment, comp.method.multiples)
     assert result.model(r20.x).shape == (8, 10)
 
     elsewhere = LatencyTable.from_dict(r20.table.to_dict())

@@ -8,7 +8,6 @@ and `report.json` (budget, accuracy on val and the reported split, exact FLOPs/p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -31,8 +30,7 @@ from netdiet.compress import compress
 from netdiet.data import DataSpec, build_data, dataset_names
 from netdiet.errors import NetdietError
 from netdiet.export import save
-from netdiet.methods import METHODS, Budget
-from netdiet.methods.registry import CONFIGS
+from netdiet.methods import METHODS, Budget, options_of
 from netdiet.train import TrainConfig, evaluate
 
 
@@ -181,8 +179,7 @@ METHOD_TRAINS = {name: bool(getattr(cls, "needs_training", False)) for name, cls
 
 
 def takes_option(method: str, option: str) -> bool:
-    config = CONFIGS.get(method)
-    return config is not None and option in {f.name for f in dataclasses.fields(config)}
+    return option in options_of(method)
 
 
 def say(args: argparse.Namespace, text: str) -> None:

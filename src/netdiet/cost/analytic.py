@@ -77,8 +77,8 @@ def cost(
     space: Space,
     keep: Mapping[str, Any] | None = None,
     *,
-    weight_bits: Mapping[str, int] | None = None,
-    act_bits: Mapping[str, int] | None = None,
+    weight_bits: Mapping[str, Any] | None = None,
+    act_bits: Mapping[str, Any] | None = None,
     ranks: Mapping[str, Any] | None = None,
     per_layer: bool = True,
     latency: LatencyModel | None = None,
@@ -86,7 +86,7 @@ def cost(
     """Cost of `keep` (indices, or per-group counts which may be relaxed floats/tensors) on `space`.
 
     `weight_bits` maps parameter names to bits (default: the dtype's size); `act_bits` maps layer names
-    to activation bits for BOPs (default 32). `ranks` maps weight names to a rank r (int, float or
+    to activation bits for BOPs (default 32); either may be relaxed (floats or tensors) for surrogates. `ranks` maps weight names to a rank r (int, float or
     tensor): the layer is costed as the cheaper of dense and factorized, W[out, rest] = U[out, r] V[r, rest],
     because a factorization is only exported where it lowers the cost.
     `latency`: a LatencyModel of this space; the report then carries its predicted `latency_ms` (the
@@ -145,7 +145,7 @@ def cost(
 def _rank_factor(space: Space, weight: str, counts: Mapping[int, Any], rank: Any) -> Any:
     """min(dense, factorized) / dense for a weight [out, rest...] at rank `rank`."""
     info = space.analysis.params[weight]
-    out_dim = next((d for d in range(len(info.dims)) if space.analysis.roles.get((weight, d)) == "out"), 0)
+    out_dim = space.out_dim(weight)
     out: Any = space.dim_size(info.dims[out_dim], counts)
     rest: Any = 1
     for d, layout in enumerate(info.dims):
@@ -161,9 +161,10 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.dim() == 0)
 
 
-def _weight_bits(space: Space, param: str, bits: Mapping[str, int] | None) -> int:
+def _weight_bits(space: Space, param: str, bits: Mapping[str, Any] | None) -> Any:
     if bits and param in bits:
-        return int(bits[param])
+        value = bits[param]
+        return value if isinstance(value, (float, torch.Tensor)) else int(value)
     tensor = _lookup(space, param)
     return tensor.element_size() * 8 if tensor is not None else 32
 

@@ -1,12 +1,20 @@
-"""Stage 4: methods that choose the knobs (and train the weights) under a budget."""
+"""Stage 4: methods that choose knob values (and train the weights) under a budget.
 
-from netdiet.methods.base import Method
-from netdiet.methods.baselines import Magnitude, Uniform, unit_norms
+Every module of this package is imported here, so a method file registers itself (`@register_method`).
+"""
+
+from netdiet.methods.base import Method, NoOptions
 from netdiet.methods.budget import Budget
-from netdiet.methods.l1l2 import L1L2, L1L2Config
-from netdiet.methods.readoff import Setting
-from netdiet.methods.registry import METHODS, make_method
+from netdiet.methods.context import MethodContext
+from netdiet.methods.importance import unit_norms
+from netdiet.methods.registry import METHODS, discover, make_method, method_class, options_of, register_method
 from netdiet.methods.relaxed import relaxed_count
+
+discover()
+
+from netdiet.methods.l1l2 import L1L2, L1L2Config  # noqa: E402
+from netdiet.methods.magnitude import Magnitude, MagnitudeConfig  # noqa: E402
+from netdiet.methods.uniform import Uniform, UniformConfig  # noqa: E402
 
 __all__ = [
     "L1L2",
@@ -14,10 +22,16 @@ __all__ = [
     "Budget",
     "L1L2Config",
     "Magnitude",
+    "MagnitudeConfig",
     "Method",
-    "Setting",
+    "MethodContext",
+    "NoOptions",
     "Uniform",
+    "UniformConfig",
     "make_method",
+    "method_class",
+    "options_of",
+    "register_method",
     "relaxed_count",
     "unit_norms",
 ]

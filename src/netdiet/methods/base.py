@@ -1,49 +1,61 @@
-"""What every compression method provides: a model to train, a penalty, a step, and a read-off."""
+"""What every compression method provides: a model to train, a penalty, a step, and an assignment.
+
+A method is one file: a class registered with `@register_method` whose `Config` is a dataclass of its
+options (validated on construction). It declares what it needs (`needs_training`: its penalty joins a
+training run through the hooks; `needs_evaluator`: it scores candidate assignments), gets a
+`MethodContext`, and returns an `Assignment` of knob values from `read_off()`.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from netdiet.cost import cost
-from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
-from netdiet.methods.budget import Budget
-from netdiet.methods.readoff import Setting
-from netdiet.space import Space
+from netdiet.methods.context import MethodContext
+from netdiet.space import Assignment
+
+
+@dataclass
+class NoOptions:
+    """The config of a method without options."""
 
 
 class Method:
-    """A compression method over a Space: trains (or not) and reads off a setting under the budget.
+    """A compression method over a context's knobs: trains (or not) and reads off an assignment under
+    the budget. Subclasses set `self.model` (what the user trains; may be a copy of the original) and
+    implement `read_off`; trained methods also `penalty` and `step`."""
 
-    With a latency budget, `self.latency` (a LatencyModel) prices settings and `self.multiples` holds the
-    channel multiples its table measured to pay. Subclasses set `self.model` (what the user trains; may equal a copy of the original) and implement
-    `penalty`, `step` and `read_off`.
-    """
-
-    name = "base"
-    needs_training = False  # True: the method's penalty must join a training run before read_off
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = NoOptions
+    needs_training: ClassVar[bool] = False  # its penalty must join a training run before read_off
+    needs_evaluator: ClassVar[bool] = False  # it calls context.evaluate(assignment)
     # optimizer steps the method needs to learn from in its training phase; a shorter phase is run on
     # smaller batches of the same data by `netdiet.compress` (0: any length)
-    min_steps = 0
+    min_steps: ClassVar[int] = 0
 
-    def __init__(
-        self, model: nn.Module, space: Space, budget: Budget, latency: LatencyModel | None = None
-    ) -> None:
-        self.original = model
-        self.space = space
-        self.budget = budget
-        self.metric = budget.metric
-        if budget.needs_latency and latency is None:
+    def __init__(self, model: nn.Module, context: MethodContext, config: Any = None) -> None:
+        if config is None:
+            config = self.Config()
+        if not isinstance(config, self.Config):
             raise ConfigError(
-                f"budget {budget.name}={budget.value} needs a latency table for the target device: pass "
-                "latency_table= (from `netdiet profile MODEL --out TABLE.json`) or let netdiet.compress profile"
+                f"method '{self.name}' takes a {self.Config.__name__}, got {type(config).__name__}"
             )
-        self.latency = latency if budget.needs_latency else None
-        # channel multiples the latency table measured to pay (ONNX Runtime's blocked kernels, ...)
-        self.multiples: dict[str, int] = self.latency.group_multiples() if self.latency is not None else {}
-        self.dense = float(getattr(cost(space, per_layer=False, latency=self.latency), self.metric))
-        self.target = budget.target(self.dense)
+        if self.needs_evaluator and context.evaluator is None:
+            context.evaluate(Assignment())  # raises the named error
+        self.config = config
+        self.context = context
+        self.original = model
+        self.space = context.space
+        self.budget = context.budget
+        self.metric = context.metric
+        self.latency = context.latency
+        self.multiples = context.multiples
+        self.dense = float(context.price())
+        self.target = context.budget.target(self.dense)
         self.model: nn.Module = model
 
     def check_feasible(self, minimum: float) -> None:
@@ -67,9 +79,9 @@ class Method:
         """What the method reports per step (progress bars, logs)."""
         return {}
 
-    def read_off(self) -> Setting:
+    def read_off(self) -> Assignment:
         raise NotImplementedError
 
-    def weights_for_export(self, setting: Setting | None) -> nn.Module:
-        """A plain (un-parametrised) model carrying the weights to slice."""
+    def weights_for_export(self, assignment: Assignment | None) -> nn.Module:
+        """A plain (un-parametrised) model carrying the weights to export."""
         return self.model

@@ -12,15 +12,14 @@ back onto a >= 0 after each step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netdiet.graph import ParamInfo
 from netdiet.space import Space
-from netdiet.space.units import unit_index
 
 
 class GateSet(nn.Module):
@@ -101,67 +100,32 @@ class LowRank(nn.Module):
         return (u * root).to(weight.dtype), (root[:, None] * vh).to(weight.dtype)
 
 
-def out_dim_of(space: Space, weight: str) -> int:
-    info = space.analysis.params[weight]
-    return next((d for d in range(len(info.dims)) if space.analysis.roles.get((weight, d)) == "out"), 0)
-
-
-def factorizable(space: Space, model: nn.Module, min_rank: int = 8) -> list[str]:
-    """Conv/linear weights worth a rank knob: ungrouped, and large enough that a rank can pay."""
-    out = []
-    for site in space.layers:
-        info = space.analysis.params.get(site.weight)
-        if info is None or len(info.shape) < 2 or site.op not in ("linear", "conv", "addmm", "mm"):
-            continue
-        module = model.get_submodule(info.module_path) if info.module_path else model
-        if getattr(module, "groups", 1) != 1:
-            continue
-        rows = info.shape[out_dim_of(space, site.weight)]
-        cols = math.prod(info.shape) // rows
-        if min(rows, cols) >= min_rank:
-            out.append(site.weight)
-    return out
-
-
 def attach_gates(space: Space, model: nn.Module, lowrank: bool = True) -> GateSet:
-    """Register gate parametrizations on `model` (which must have the analysed model's structure)."""
-    table = space.analysis.table
-    roles = space.analysis.roles
-    rank_weights = factorizable(space, model) if lowrank else []
-    rank_sizes = {}
-    for w in rank_weights:
-        shape = space.analysis.params[w].shape
-        rows = shape[out_dim_of(space, w)]
-        rank_sizes[w] = min(rows, math.prod(shape) // rows)
+    """Register gate parametrizations on `model` (which must have the analysed model's structure): one
+    gate per unit of every keep knob, and with `lowrank` one per singular direction of every rank knob."""
+    rank_sizes = {k.site: k.dense for k in space.knobs_of("rank")} if lowrank else {}
     gates = GateSet({g.name: g.size for g in space.groups}, rank_sizes)
     scales: dict[str, list[_Scale]] = {}
     for gi, group in enumerate(space.groups):
-        readers = [m for m in group.members if roles.get((m.param, m.dim)) == "in"]
-        for member in readers:
-            layout = space.analysis.params[member.param].dims[member.dim]
-            idx = unit_index(table, layout, group.atom)
-            scales.setdefault(member.param, []).append(_Scale(member.dim, gi, idx))
-    for ri, weight in enumerate(rank_weights):
-        info = space.analysis.params[weight]
+        for member in group.members:
+            if space.reads(member):
+                idx = space.member_units(member, group)
+                scales.setdefault(member.param, []).append(_Scale(member.dim, gi, idx))
+    for ri, weight in enumerate(rank_sizes):
+        info = _info(space, weight)
         module = model.get_submodule(info.module_path) if info.module_path else model
         parametrize.register_parametrization(
-            module, info.attr, LowRank(gates, ri, info.shape, out_dim_of(space, weight)), unsafe=True
+            module, info.attr, LowRank(gates, ri, info.shape, space.out_dim(weight)), unsafe=True
         )
     for weight, entries in scales.items():
-        info = space.analysis.params[weight]
+        info = _info(space, weight)
         module = model.get_submodule(info.module_path) if info.module_path else model
         parametrize.register_parametrization(module, info.attr, UnitScale(gates, entries), unsafe=True)
     return gates
 
 
-def rank_pays(space: Space, weight: str, counts: dict[str, int], rank: int) -> bool:
-    """Whether `rank` is cheaper than the dense layer at the kept channel counts."""
-    info = space.analysis.params[weight]
-    atom_counts = space.counts(counts)
-    od = out_dim_of(space, weight)
-    out = int(space.dim_size(info.dims[od], atom_counts))
-    rest = 1
-    for d, layout in enumerate(info.dims):
-        if d != od:
-            rest *= int(space.dim_size(layout, atom_counts))
-    return rank * (out + rest) < out * rest
+def _info(space: Space, name: str) -> ParamInfo:
+    info = space.param_info(name)
+    if info is None:
+        raise KeyError(f"'{name}' is not a parameter of the analysed model")
+    return info

@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import nn
+
+from netdiet.space import Space
 
 IMPORTANCE = ("combined", "taylor", "magnitude")
 
@@ -53,3 +56,23 @@ class TaylorAccumulator:
         if self.count == 0:
             return {}
         return {n: s / self.count for n, s in self.sums.items()}
+
+
+def unit_norms(space: Space, model: nn.Module) -> dict[str, torch.Tensor]:
+    """L2 norm of every unit over all the weights it appears in (both sides: producers and readers)."""
+    tensors = dict(model.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for group in space.groups:
+        sq = torch.zeros(group.size, dtype=torch.float64)
+        for member in group.members:
+            t = tensors.get(member.param)
+            if t is None or t.device.type == "meta":
+                continue
+            idx = space.member_units(member, group)
+            per_pos = (
+                t.detach().double().pow(2).movedim(member.dim, 0).reshape(t.shape[member.dim], -1).sum(1)
+            )
+            valid = idx >= 0
+            sq.index_add_(0, idx[valid], per_pos[valid])
+        out[group.name] = sq.sqrt()
+    return out

@@ -11,6 +11,7 @@ model that was trained. An exact greedy fix-up puts the exported cost in [budget
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -20,19 +21,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from netdiet.cost import cost
-from netdiet.cost.latency import LatencyModel
+from netdiet.cost import rank_pays
 from netdiet.errors import ConfigError, NonFiniteError
-from netdiet.export.slicing import copy_model
 from netdiet.methods.base import Method
-from netdiet.methods.baselines import unit_norms
-from netdiet.methods.budget import Budget
+from netdiet.methods.context import MethodContext
 from netdiet.methods.controller import CostSchedule, PenaltyController, gate_lr_for
-from netdiet.methods.gates import GateSet, attach_gates, rank_pays
-from netdiet.methods.importance import IMPORTANCE, TaylorAccumulator, combine
-from netdiet.methods.readoff import Setting, minimum_cost, read_off
+from netdiet.methods.gates import GateSet, attach_gates
+from netdiet.methods.importance import IMPORTANCE, TaylorAccumulator, combine, unit_norms
+from netdiet.methods.readoff import minimum_cost, read_off
+from netdiet.methods.registry import register_method
 from netdiet.methods.relaxed import relaxed_count
-from netdiet.space import Space
+from netdiet.space import Assignment, knob_id
 
 SNAPSHOTS = 6  # gate snapshots kept over the gated phase (for histograms in the report)
 
@@ -78,24 +77,19 @@ class L1L2Config:
         CostSchedule(0.5, self.anneal_fraction, self.harden_fraction)  # validates the fractions
 
 
+@register_method("l1l2")
 class L1L2(Method):
-    name = "l1l2"
+    Config = L1L2Config
+    config: L1L2Config
     needs_training = True
     # not raised (0): cutting a 39-step gated phase into 156 steps of 32 examples gained MobileNetV2 2.1
     # test points but cost ResNet-20 0.2-0.3 and ResNet-56 0.6-1.2 (3 seeds, docs/l1l2-dynamics.md)
     min_steps = 0
 
-    def __init__(
-        self,
-        model: nn.Module,
-        space: Space,
-        budget: Budget,
-        config: L1L2Config | None = None,
-        latency: LatencyModel | None = None,
-    ) -> None:
-        super().__init__(model, space, budget, latency)
-        self.config = config or L1L2Config()
-        self.model = copy_model(model)
+    def __init__(self, model: nn.Module, context: MethodContext, config: L1L2Config | None = None) -> None:
+        super().__init__(model, context, config)
+        space = self.space
+        self.model = copy.deepcopy(model)
         # latency tables time dense layers, not factorised pairs: under a latency budget a rank would be
         # priced as free, so singular-value gates are off there
         # rewound weights are not low-rank, so a factorised export of them could not be exact
@@ -105,9 +99,7 @@ class L1L2(Method):
             # only the gates learn: the gated phase is a search over the dense weights it rewinds to
             for p in self.model.parameters():
                 p.requires_grad_(False)
-        self.check_feasible(
-            minimum_cost(space, self.metric, self.gates.rank_names, self.latency, self.multiples)
-        )
+        self.check_feasible(minimum_cost(context, self.gates.rank_names))
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
         self.schedule = CostSchedule(
             self.target / self.dense, self.config.anneal_fraction, float(self.config.harden_fraction or 0.0)
@@ -119,7 +111,7 @@ class L1L2(Method):
         self.last_surrogate = self.dense
         self.trace: list[dict[str, Any]] = []
         self.snapshots: list[dict[str, Any]] = []
-        self.hard_setting: Setting | None = None
+        self.hard_setting: Assignment | None = None
         self._faded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # gate index -> (drop mask, value)
         self._pen_grads: list[torch.Tensor | None] | None = None
         self._lam_used = 0.0
@@ -156,9 +148,7 @@ class L1L2(Method):
 
     def surrogate(self) -> torch.Tensor:
         counts, ranks = self.relaxed_counts()
-        value = getattr(
-            cost(self.space, counts, ranks=ranks, per_layer=False, latency=self.latency), self.metric
-        )
+        value = self.context.price(Assignment.of(keep=counts, ranks=ranks))
         return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
 
     def target_ratio(self) -> float:
@@ -333,10 +323,10 @@ class L1L2(Method):
         )
 
     # ----- read-off -------------------------------------------------------------------------------
-    def read_off(self) -> Setting:
-        """The hardened setting if the gated phase got there; otherwise a read-off from the gates now."""
+    def read_off(self) -> Assignment:
+        """The hardened assignment if the gated phase got there; otherwise a read-off from the gates now."""
         if self.hard_setting is not None:
-            return Setting(dict(self.hard_setting.keep), dict(self.hard_setting.ranks))
+            return Assignment(self.hard_setting)
         return self._read_off_soft()
 
     def importance(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -349,7 +339,7 @@ class L1L2(Method):
         ranks = {w: scores[w] for w in self.gates.rank_names}
         return groups, ranks
 
-    def _read_off_soft(self) -> Setting:
+    def _read_off_soft(self) -> Assignment:
         """Counts from the relaxed counts S(a), S(b) (the allocation the gates learned); which units
         from `importance()`; then the exact fix-up into the budget window."""
         counts, ranks = self.relaxed_counts()
@@ -357,28 +347,26 @@ class L1L2(Method):
         start.update({w: round(float(v.detach())) for w, v in ranks.items()})
         scores, rank_scores = self.importance()
         setting = read_off(
-            self.space,
+            self.context,
             scores,
             rank_scores,
-            self.metric,
             self.target,
             self.config.tolerance,
             start_counts=start,
-            latency=self.latency,
-            multiples=self.multiples,
             normalise=False,
         )
-        keep_counts, _ = setting.counts()
-        for weight, kept in list(setting.ranks.items()):
+        keep_counts = {name: int(idx.numel()) for name, idx in setting.keep.items()}
+        for weight, kept in setting.ranks.items():
             if not rank_pays(self.space, weight, keep_counts, int(kept.numel())):
                 # a dense layer costs the same at any rank: keep every direction, lose nothing
-                setting.ranks[weight] = torch.arange(rank_scores[weight].numel())
+                setting.set(knob_id("rank", weight), torch.arange(rank_scores[weight].numel()))
         return setting
 
     def _rank_magnitude(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for weight in self.gates.rank_names:
-            info = self.space.analysis.params[weight]
+            info = self.space.param_info(weight)
+            assert info is not None
             module = self.model.get_submodule(info.module_path) if info.module_path else self.model
             plists: Any = module.parametrizations
             originals = plists[info.attr]
@@ -387,7 +375,7 @@ class L1L2(Method):
             out[weight] = b * u.norm(dim=0) * v.norm(dim=1)
         return out
 
-    def weights_for_export(self, setting: Setting | None) -> nn.Module:
+    def weights_for_export(self, setting: Assignment | None) -> nn.Module:
         """A plain copy of the original architecture holding the gated model's effective weights.
 
         With a setting, the gates of dropped units and directions are zeroed first (temporarily). The
@@ -395,7 +383,7 @@ class L1L2(Method):
         and its deep copy, so removing them from a copy would break the model being trained.
         """
         if self.config.rewind and setting is not None:
-            return copy_model(self.original)  # the learned setting on the dense model's weights
+            return copy.deepcopy(self.original)  # the learned setting on the dense model's weights
         saved = [p.detach().clone() for p in self.gates.parameters()]
         try:
             with torch.no_grad():
@@ -409,7 +397,7 @@ class L1L2(Method):
             with torch.no_grad():
                 for p, value in zip(self.gates.parameters(), saved):
                     p.copy_(value)
-        plain = copy_model(self.original)
+        plain = copy.deepcopy(self.original)
         plain.load_state_dict(state)
         return plain
 

@@ -1,4 +1,4 @@
-"""From gate values to a hard setting that meets the budget exactly: threshold, then greedy fix-up.
+"""From gate values to a hard assignment that meets the budget exactly: threshold, then greedy fix-up.
 
 The threshold gives what the relaxed count promised; the fix-up then walks unit by unit on the exact
 cost model, removing the unit with the lowest (importance / marginal cost) while the cost is above the
@@ -10,41 +10,17 @@ are not comparable across groups.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from netdiet.cost import cost
-from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
-from netdiet.space import Space
+from netdiet.methods.context import MethodContext
+from netdiet.space import Assignment
 
 
-@dataclass
-class Setting:
-    """A hard choice: kept unit indices per group and kept singular directions per factorised weight."""
-
-    keep: dict[str, torch.Tensor]
-    ranks: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        return {k: int(v.numel()) for k, v in self.keep.items()}, {
-            k: int(v.numel()) for k, v in self.ranks.items()
-        }
-
-
-def metric_of(
-    space: Space,
-    counts: Mapping[str, object],
-    ranks: Mapping[str, object],
-    metric: str,
-    latency: LatencyModel | None = None,
-) -> float:
-    report = cost(space, counts, ranks=ranks, per_layer=False, latency=latency)
-    value = getattr(report, metric)
-    if value is None:
-        raise ConfigError(f"metric {metric} needs a latency model (a latency table); none was given")
-    return float(value)
+def metric_of(context: MethodContext, counts: Mapping[str, Any], ranks: Mapping[str, Any]) -> float:
+    return float(context.price(Assignment.of(keep=counts, ranks=ranks)))
 
 
 def threshold(values: torch.Tensor, min_keep: int = 1) -> torch.Tensor:
@@ -57,30 +33,29 @@ def threshold(values: torch.Tensor, min_keep: int = 1) -> torch.Tensor:
 
 
 def read_off(
-    space: Space,
+    context: MethodContext,
     group_gates: Mapping[str, torch.Tensor],
     rank_gates: Mapping[str, torch.Tensor],
-    metric: str,
     target: float,
     tolerance: float = 0.01,
     start: str = "threshold",
     criterion: str = "importance",
     start_counts: Mapping[str, int] | None = None,
-    latency: LatencyModel | None = None,
-    multiples: Mapping[str, int] | None = None,
     normalise: bool = True,
-) -> Setting:
-    """A setting whose exact `metric` lies in [target * (1 - tolerance), target].
+) -> Assignment:
+    """An assignment of keep and rank knobs whose exact cost in the context's metric lies in
+    [target * (1 - tolerance), target].
 
     `start="threshold"` begins from the gates' own read-off; `start="full"` from the dense model (for
     importance scores that are not gates, such as weight norms). `criterion="importance"` removes the
     least important unit that saves cost; `"ratio"` the lowest importance per unit of cost saved (a
     knapsack heuristic that tends to starve the most expensive group, e.g. a residual stream).
-    `latency` is needed for metric "latency_ms". `multiples` maps group names to a channel multiple that
-    the latency table measured to pay: those groups keep a multiple of it and move in steps of it.
+    The context's `multiples` map group names to a channel multiple that the latency table measured to
+    pay: those groups keep a multiple of it and move in steps of it.
     `normalise=False` takes the scores as already comparable across groups (else each group's scores
     are divided by its largest).
     """
+    space, metric, latency, multiples = context.space, context.metric, context.latency, context.multiples
     order: dict[tuple[str, str], torch.Tensor] = {}  # (kind, name) -> unit indices by decreasing importance
     importance: dict[tuple[str, str], torch.Tensor] = {}
     kept: dict[tuple[str, str], int] = {}
@@ -114,7 +89,7 @@ def read_off(
     def current() -> float:
         counts = {n: kept[("group", n)] for (k, n) in kept if k == "group"}
         ranks = {n: kept[("rank", n)] for (k, n) in kept if k == "rank"}
-        return metric_of(space, counts, ranks, metric, latency)
+        return metric_of(context, counts, ranks)
 
     def marginals() -> dict[tuple[str, str], float]:
         """Saving per unit of one step down, for every knob.
@@ -139,7 +114,7 @@ def read_off(
         }
         counts = {n: leaves[("group", n)] for (k, n) in leaves if k == "group"}
         ranks = {n: leaves[("rank", n)] for (k, n) in leaves if k == "rank"}
-        total = getattr(cost(space, counts, ranks=ranks, per_layer=False, latency=latency), metric)
+        total = context.price(Assignment.of(keep=counts, ranks=ranks))
         if not isinstance(total, torch.Tensor) or not total.requires_grad:
             return {key: 0.0 for key in leaves}
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
@@ -193,7 +168,7 @@ def read_off(
         n: torch.sort(order[("group", n)][: kept[("group", n)]]).values for (k, n) in kept if k == "group"
     }
     ranks = {n: torch.sort(order[("rank", n)][: kept[("rank", n)]]).values for (k, n) in kept if k == "rank"}
-    return Setting(keep, ranks)
+    return Assignment.of(keep=keep, ranks=ranks)
 
 
 def _swap_into_window(
@@ -227,14 +202,8 @@ def _swap_into_window(
     return value
 
 
-def minimum_cost(
-    space: Space,
-    metric: str,
-    rank_weights: list[str],
-    latency: LatencyModel | None = None,
-    multiples: Mapping[str, int] | None = None,
-) -> float:
-    """The cheapest setting the constraints allow: every group at min_keep, every rank at 1."""
-    counts = {g.name: max(g.min_keep, int((multiples or {}).get(g.name, 1))) for g in space.groups}
-    ranks = {w: 1 for w in rank_weights}
-    return metric_of(space, counts, ranks, metric, latency)
+def minimum_cost(context: MethodContext, rank_weights: list[str]) -> float:
+    """The cheapest assignment the constraints allow: every group at min_keep, every rank at 1."""
+    multiples = context.multiples
+    counts = {g.name: max(g.min_keep, int(multiples.get(g.name, 1))) for g in context.space.groups}
+    return metric_of(context, counts, {w: 1 for w in rank_weights})

@@ -1,22 +1,60 @@
-"""The registry of compression methods: a new method is one file plus one line here."""
+"""The registry of compression methods. A new method is one file in this package: a `Method` subclass
+decorated with `@register_method("name")`, with its options as a dataclass `Config`. The package imports
+every module in it once (`discover`), so nothing else has to name the method."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import nn
 
 from netdiet.cost.latency import LatencyModel
 from netdiet.errors import ConfigError
 from netdiet.methods.base import Method
-from netdiet.methods.baselines import Magnitude, Uniform
 from netdiet.methods.budget import Budget
-from netdiet.methods.l1l2 import L1L2, L1L2Config
+from netdiet.methods.context import Evaluator, MethodContext
 from netdiet.space import Space
 
-METHODS: dict[str, type[Method]] = {"l1l2": L1L2, "magnitude": Magnitude, "uniform": Uniform}
-CONFIGS: dict[str, type] = {"l1l2": L1L2Config}
+METHODS: dict[str, type[Method]] = {}
+M = TypeVar("M", bound=type[Method])
+
+
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator: make a Method available to compress(), Compressor, the CLI and benchmarks."""
+
+    def add(cls: M) -> M:
+        if not dataclasses.is_dataclass(cls.Config):
+            raise TypeError(f"method '{name}': Config must be a dataclass, got {cls.Config!r}")
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"a method named '{name}' is already registered ({METHODS[name].__qualname__})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def discover() -> None:
+    """Import every module of this package, so each method file registers itself."""
+    import netdiet.methods as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def options_of(name: str) -> list[str]:
+    """The option names a method's config takes."""
+    return [f.name for f in dataclasses.fields(method_class(name).Config)]
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
 
 
 def make_method(
@@ -26,18 +64,15 @@ def make_method(
     budget: Budget,
     *,
     latency: LatencyModel | None = None,
-    **config: Any,
+    evaluator: Evaluator | None = None,
+    **options: Any,
 ) -> Method:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
-    config_cls = CONFIGS.get(name)
-    if config_cls is None:
-        if config:
-            raise ConfigError(f"method '{name}' takes no options, got {sorted(config)}")
-        return METHODS[name](model, space, budget, latency)
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(config) - known)
+    """Build method `name` on `space` for `budget`; `options` are fields of its Config."""
+    cls = method_class(name)
+    known = options_of(name)
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(f"method '{name}' has no option(s) {unknown}; its options are {sorted(known)}")
-    method_cls: Any = METHODS[name]  # configurable methods take (model, space, budget, config, latency=)
-    return method_cls(model, space, budget, config_cls(**config), latency=latency)
+        takes = f"its options are {sorted(known)}" if known else "it takes no options"
+        raise ConfigError(f"method '{name}' has no option(s) {unknown}; {takes}")
+    context = MethodContext(space, budget, latency=latency, evaluator=evaluator)
+    return cls(model, context, cls.Config(**options))

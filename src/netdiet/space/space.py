@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from netdiet.errors import InvalidKeepError
-from netdiet.graph import ExampleInputs, GraphAnalysis, analyze_graph, normalize_inputs
-from netdiet.space.groups import Group, build_groups
+from netdiet.graph import ExampleInputs, GraphAnalysis, ParamInfo, analyze_graph, normalize_inputs
+from netdiet.space.groups import Group, Member, build_groups
 from netdiet.space.keep import Keep, kept_by_atom, kept_size, positions, validate_keep
+from netdiet.space.knobs import Knob, build_knobs
+from netdiet.space.units import unit_index
 
 
 @dataclass
@@ -45,6 +47,43 @@ class Space:
         self.groups, self.excluded = build_groups(analysis)
         self._by_name = {g.name: g for g in self.groups}
         self.layers = _layer_sites(analysis)
+        self._knobs: list[Knob] | None = None
+
+    # ----- knobs ----------------------------------------------------------------------------------
+    @property
+    def knobs(self) -> list[Knob]:
+        """Every knob of the model (keep, rank, weight_bits, act_bits): what methods may choose."""
+        if self._knobs is None:
+            self._knobs = build_knobs(self)
+        return list(self._knobs)
+
+    @property
+    def knob_map(self) -> dict[str, Knob]:
+        return {k.id: k for k in self.knobs}
+
+    def knobs_of(self, kind: str) -> list[Knob]:
+        return [k for k in self.knobs if k.kind == kind]
+
+    # ----- parameters, as the graph saw them ------------------------------------------------------
+    def param_info(self, name: str) -> ParamInfo | None:
+        """Module path, attribute, shape and dimension layouts of a parameter or buffer."""
+        return self.analysis.params.get(name)
+
+    def out_dim(self, weight: str) -> int:
+        """The dimension of `weight` that a layer produces (rows of its [out, rest] matrix)."""
+        info = self.analysis.params[weight]
+        roles = self.analysis.roles
+        return next((d for d in range(len(info.dims)) if roles.get((weight, d)) == "out"), 0)
+
+    def reads(self, member: Member) -> bool:
+        """Whether the member is an input side of its layer (a unit read there, not produced)."""
+        return self.analysis.roles.get((member.param, member.dim)) == "in"
+
+    def member_units(self, member: Member, group: Group) -> torch.Tensor:
+        """For each position along the member's dimension, the group unit there (-1: another group)."""
+        return unit_index(
+            self.analysis.table, self.analysis.params[member.param].dims[member.dim], group.atom
+        )
 
     # ----- groups ---------------------------------------------------------------------------------
     def group(self, name: str) -> Group:
