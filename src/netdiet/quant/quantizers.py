@@ -1,0 +1,148 @@
+"""Fake quantizers trained with the straight-through estimator.
+
+`LSQQuantizer` (Esser et al., learned step size): x -> s * (clamp(round(x / s) + z, qmin, qmax) - z) with
+a learned step s (per tensor or per channel) and a fixed zero point z. Weights are signed and
+symmetric on the narrow range [-(2^(b-1) - 1), 2^(b-1) - 1] (so folding a negative BN scale into a weight
+flips signs without leaving the grid); activations are unsigned [0, 2^b - 1] with a zero point set by
+calibration (0 after a ReLU), which is the layout ONNX Runtime's uint8 x int8 kernels take. The gradient
+of s is scaled by 1 / sqrt(n * qmax) as LSQ prescribes, so its step size does not grow with the tensor.
+
+`LearnedBitQuantizer` (DJPQ / GETA): a learned step d and range q_m; x -> d * round(clamp(x, -q_m, q_m) / d)
+and the bit width is b = log2(q_m / d + 1) + 1, differentiable in both, so a method can price and bound
+bits during training. Exported at ceil(b) bits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from netdiet.errors import ConfigError
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """x forward, gradient scaled by `factor` backward."""
+    return x * factor + (x - x * factor).detach()
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer grid of a `bits`-bit quantizer: signed narrow-range symmetric or unsigned."""
+    if not 2 <= int(bits) <= 16:
+        raise ConfigError(f"quantizers take 2 to 16 bits, got {bits}")
+    if signed:
+        top = 2 ** (int(bits) - 1) - 1
+        return -top, top
+    return 0, 2 ** int(bits) - 1
+
+
+class LSQQuantizer(nn.Module):
+    """Fake quantization with a learned step. `axis`: the per-channel axis (None: per tensor)."""
+
+    zero_point: torch.Tensor
+    initialized: torch.Tensor
+
+    def __init__(self, bits: int, *, signed: bool, channels: int = 1, axis: int | None = None) -> None:
+        super().__init__()
+        if axis is None and channels != 1:
+            raise ConfigError("a per-tensor quantizer has one channel")
+        self.bits = int(bits)
+        self.signed = bool(signed)
+        self.axis = axis
+        self.qmin, self.qmax = qrange(bits, signed)
+        self.step = nn.Parameter(torch.ones(channels))
+        self.register_buffer("zero_point", torch.zeros(channels))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.enabled = True  # False: pass values through (while calibration observes them)
+
+    def _shape(self, x: torch.Tensor) -> list[int]:
+        shape = [1] * x.dim()
+        if self.axis is not None:
+            shape[self.axis] = -1
+        return shape
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
+        """Set step and zero point so [low, high] (per channel or scalar) spans the grid."""
+        low = torch.minimum(low.float(), torch.zeros_like(low.float()))
+        high = torch.maximum(high.float(), torch.zeros_like(high.float()))
+        if self.signed:
+            step = torch.maximum(high, -low) / self.qmax
+            zero = torch.zeros_like(step)
+        else:
+            step = (high - low) / (self.qmax - self.qmin)
+            zero = torch.round(-low / step.clamp_min(1e-12)).clamp(self.qmin, self.qmax)
+        self.step.copy_(step.clamp_min(1e-8).reshape(self.step.shape))
+        self.zero_point.copy_(zero.reshape(self.zero_point.shape))
+        self.initialized.fill_(True)
+
+    def scale(self) -> torch.Tensor:
+        return self.step.detach().abs().clamp_min(1e-8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if not bool(self.initialized):
+            raise ConfigError(
+                "a quantizer was used before its range was set: calibrate activations on real batches "
+                "first (netdiet.quant.calibrate_activations); weights are initialised when attached"
+            )
+        per_scale = x.numel() // max(1, self.step.numel())
+        s = grad_scale(self.step.abs().clamp_min(1e-8), 1.0 / math.sqrt(max(1, per_scale) * self.qmax))
+        s = s.reshape(self._shape(x))
+        z = self.zero_point.reshape(self._shape(x))
+        q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
+        return (q - z) * s
+
+    def extra_repr(self) -> str:
+        where = "per-tensor" if self.axis is None else f"per-channel (axis {self.axis})"
+        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, {where}"
+
+
+def bits_of_range(q_m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """b = log2(q_m / d + 1) + 1: the bits a signed grid of step d needs to reach +-q_m (DJPQ, GETA)."""
+    return torch.log2(q_m / d + 1.0) + 1.0
+
+
+class LearnedBitQuantizer(nn.Module):
+    """Signed fake quantization whose bit width is learned through its step d and range q_m."""
+
+    def __init__(self, channels: int = 1, axis: int | None = None, init_bits: float = 8.0) -> None:
+        super().__init__()
+        self.axis = axis
+        self.init_bits = float(init_bits)
+        self.d = nn.Parameter(torch.ones(channels))
+        self.q_m = nn.Parameter(torch.ones(channels) * (2 ** (init_bits - 1) - 1))
+
+    @torch.no_grad()
+    def init_from(self, high: torch.Tensor) -> None:
+        q_m = high.float().abs().clamp_min(1e-8).reshape(self.q_m.shape)
+        self.q_m.copy_(q_m)
+        self.d.copy_(q_m / (2 ** (self.init_bits - 1) - 1))
+
+    def bits(self) -> torch.Tensor:
+        return bits_of_range(self.q_m.abs().clamp_min(1e-8), self.d.abs().clamp_min(1e-8))
+
+    @torch.no_grad()
+    def project(self, b_min: float, b_max: float) -> None:
+        """Move d so every channel's bit width lies in [b_min, b_max] (q_m kept): a projection, not a hope."""
+        if not 2 <= b_min <= b_max:
+            raise ConfigError(f"bit bounds must satisfy 2 <= b_min <= b_max, got [{b_min}, {b_max}]")
+        q_m = self.q_m.abs().clamp_min(1e-8)
+        bits = self.bits().clamp(b_min, b_max)
+        self.d.copy_(q_m / (2 ** (bits - 1) - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        if self.axis is not None:
+            shape[self.axis] = -1
+        d = self.d.abs().clamp_min(1e-8).reshape(shape)
+        q_m = self.q_m.abs().reshape(shape)
+        clipped = torch.minimum(torch.maximum(x, -q_m), q_m)
+        return d * round_ste(clipped / d)
