@@ -1,7 +1,8 @@
-"""int8 QDQ ONNX with learned scales: runs in ONNX Runtime as int8 kernels, close to the fake-quant model."""
+"""int8 QDQ ONNX with learned scales: ONNX Runtime runs it as int8 kernels, within a step of the fake-quant model."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -9,7 +10,16 @@ from torch import nn
 
 from netdiet.errors import ConfigError
 from netdiet.export.int8 import to_onnx_int8
-from netdiet.quant import attach_quantizers, calibrate_activations
+from netdiet.quant import (
+    attach_quantizers,
+    calibrate_activations,
+    output_quantizer_sites,
+    prepare_quantized,
+    quantized_layers,
+)
+from netdiet.zoo.resnet_cifar import ResNetCifarConfig, build_resnet_cifar
+
+ort = pytest.importorskip("onnxruntime")
 
 
 def plain_cnn() -> nn.Module:
@@ -25,16 +35,63 @@ def plain_cnn() -> nn.Module:
     ).eval()
 
 
-def test_int8_export_carries_the_learned_scales_and_matches_the_fake_quant_model(tmp_path) -> None:
+def batches(n: int = 4, size: int = 16) -> list[torch.Tensor]:
+    return [torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(n)]
+
+
+def one_step_bound(qmodel: nn.Module, last: str) -> float:
+    """The output change if every input of the final layer moved by one quantization step."""
+    layer = quantized_layers(qmodel)[last]
+    weight = qmodel.get_submodule(last).weight.detach()
+    return float(layer.input_scale) * float(weight.abs().sum(1).max())
+
+
+def run_onnx(path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_int8_export_carries_the_learned_scales_and_runs_as_int8_kernels(tmp_path) -> None:
     m = plain_cnn()
-    attach_quantizers(m, {"0": (8, 8), "2": (8, 8), "6": (8, 8)})
-    batches = [torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    calibrate_activations(m, batches)
-    result = to_onnx_int8(m, (batches[0][:1],), tmp_path / "q.onnx", batches)
-    assert result.path.is_file() and result.layers == 3 and result.overridden_tensors == 6
-    assert result.max_rel_error <= 0.1
-    ops = {n.op_type for n in onnx.load(str(result.path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    bits = {"0": (8, 8), "2": (8, 8), "6": (8, 8)}
+    outputs = output_quantizer_sites(m, (torch.randn(1, 3, 16, 16),), bits)
+    assert outputs == ["2"]  # conv 0 is read by conv 2; conv 2 by a pooling; 6 is the model output
+    attach_quantizers(m, bits, outputs=outputs)
+    calibrate_activations(m, batches())
+    result = to_onnx_int8(m, (batches()[0][:1],), tmp_path / "q.onnx", batches())
+    assert result.path.is_file() and result.layers == 3 and result.qdq_pairs == 7
+    assert result.int8_kernels.get("QLinearConv") == 2 and result.int8_kernels.get("QGemm") == 1
+    proto = onnx.load(str(result.path))
+    scales = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    learned = quantized_layers(m)["2"]
+    assert any(np.isclose(v, learned.input_scale).all() and v.size == 1 for v in scales.values())
+    assert not any(i.name == "2.weight" for i in proto.graph.initializer)  # float weights are gone
+    for x in (torch.randn(3, 3, 16, 16), torch.randn(1, 3, 16, 16)):  # dynamic batch
+        with torch.no_grad():
+            expected = m(x).numpy()
+        assert np.abs(run_onnx(result.path, x) - expected).max() <= one_step_bound(m, "6")
+
+
+def test_int8_export_of_a_residual_cnn_makes_every_conv_an_int8_kernel(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_resnet_cifar(ResNetCifarConfig(depth=8, widths=(4, 8, 8), num_classes=5)).eval()
+    q = prepare_quantized(model, (torch.randn(1, 3, 16, 16),), batches())
+    result = to_onnx_int8(q, (torch.randn(1, 3, 16, 16),), tmp_path / "r.onnx", batches())
+    convs = sum(isinstance(mod, nn.Conv2d) for mod in q.modules())
+    assert result.int8_kernels.get("QLinearConv") == convs and result.int8_kernels.get("QGemm") == 1
+    x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = q(x).numpy()
+    assert np.abs(run_onnx(result.path, x) - expected).max() <= one_step_bound(q, "fc")
+
+
+def test_int8_export_refuses_activations_below_8_bits(tmp_path) -> None:
+    m = plain_cnn()
+    attach_quantizers(m, {"0": (8, 4), "2": (8, 8), "6": (8, 8)})
+    calibrate_activations(m, batches())
+    with pytest.raises(ConfigError, match="below 8 bits"):
+        to_onnx_int8(m, (torch.randn(1, 3, 16, 16),), tmp_path / "q.onnx", batches())
+    assert not list(tmp_path.iterdir())
 
 
 def test_int8_export_of_a_model_without_quantizers_is_refused(tmp_path) -> None:

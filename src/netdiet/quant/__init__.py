@@ -9,6 +9,8 @@ pre-hook), so a model's groups and its analysis are the same with or without the
 from netdiet.quant.attach import QuantizedLayer, attach_quantizers, quantized_layers, strip_quantizers
 from netdiet.quant.calibrate import calibrate_activations
 from netdiet.quant.fold import fold_batchnorm
+from netdiet.quant.placement import output_quantizer_sites
+from netdiet.quant.prepare import prepare_quantized
 from netdiet.quant.quantizers import LearnedBitQuantizer, LSQQuantizer, bits_of_range, qrange
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "bits_of_range",
     "calibrate_activations",
     "fold_batchnorm",
+    "output_quantizer_sites",
+    "prepare_quantized",
     "qrange",
     "quantized_layers",
     "strip_quantizers",

@@ -1,15 +1,17 @@
-"""Hang quantizers on conv/linear layers: a weight parametrization and an input pre-hook.
+"""Hang quantizers on conv/linear layers: a weight parametrization, an input pre-hook, an output hook.
 
-Both are leaf modules under the layer (`layer.parametrizations.weight[0]`, `layer.input_quantizer`), so
-`named_parameters()` trains their steps with the weights and a state dict carries them. 32 bits on a
-side means no quantizer there. `strip_quantizers` takes them off again (float weights back, the learned
+All are leaf modules under the layer (`layer.parametrizations.weight[0]`, `layer.input_quantizer`,
+`layer.output_quantizer`), so `named_parameters()` trains their steps with the weights and a state dict
+carries them. 32 bits on a side means no quantizer there. An output quantizer goes only where an int8
+runtime needs one to run the layer as an int8 kernel and no quantized layer reads the output (a conv
+feeding a residual add; see `netdiet.quant.placement`). `strip_quantizers` takes them off again (float weights back, the learned
 scales returned) in a float copy for export.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,8 @@ class QuantizedLayer:
     weight_scale: torch.Tensor | None
     input_scale: float | None
     input_zero_point: int | None
+    output_scale: float | None = None
+    output_zero_point: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"weight_bits": self.weight_bits, "act_bits": self.act_bits}
@@ -44,6 +48,13 @@ def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]
     if quantizer is None:
         return args
     return (quantizer(args[0]), *args[1:])
+
+
+def _quantize_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+    quantizer = getattr(module, "output_quantizer", None)
+    if quantizer is None or not isinstance(output, torch.Tensor):
+        return output
+    return quantizer(output)
 
 
 @torch.no_grad()
@@ -62,10 +73,17 @@ def _init_weight(q: LSQQuantizer, w: torch.Tensor) -> None:
     q.init_from(w, -best, best)
 
 
-def attach_quantizers(model: nn.Module, layers: Mapping[str, tuple[int, int]]) -> nn.Module:
+def attach_quantizers(
+    model: nn.Module, layers: Mapping[str, tuple[int, int]], outputs: Iterable[str] = ()
+) -> nn.Module:
     """In place: for each module path -> (weight bits, activation bits), fake-quantize the layer's weight
     (signed, per output channel, step set from the weight) and its input (unsigned per tensor, range set
-    later by `calibrate_activations`). Returns `model`."""
+    later by `calibrate_activations`); for the paths in `outputs`, also its output at the activation
+    bits. Returns `model`."""
+    outputs = set(outputs)
+    unknown = sorted(outputs - set(layers))
+    if unknown:
+        raise ConfigError(f"output quantizers asked for layers that are not quantized: {unknown[:5]}")
     for path, (w_bits, a_bits) in layers.items():
         module = model.get_submodule(path) if path else model
         if not isinstance(module, QUANTIZABLE):
@@ -85,6 +103,11 @@ def attach_quantizers(model: nn.Module, layers: Mapping[str, tuple[int, int]]) -
             if not getattr(module, "netdiet_input_hook", False):  # one hook for a layer's lifetime
                 module.register_forward_pre_hook(_quantize_input)
                 module.__dict__["netdiet_input_hook"] = True
+        if path in outputs and int(a_bits) < 32:
+            module.output_quantizer = LSQQuantizer(int(a_bits), signed=False)
+            if not getattr(module, "netdiet_output_hook", False):
+                module.register_forward_hook(_quantize_output)
+                module.__dict__["netdiet_output_hook"] = True
     return model
 
 
@@ -104,6 +127,14 @@ def input_quantizers(model: nn.Module) -> dict[str, tuple[nn.Module, LSQQuantize
     }
 
 
+def output_quantizers(model: nn.Module) -> dict[str, tuple[nn.Module, LSQQuantizer]]:
+    return {
+        path: (m, m.output_quantizer)
+        for path, m in model.named_modules()
+        if isinstance(getattr(m, "output_quantizer", None), LSQQuantizer)
+    }
+
+
 def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
     """Every quantized layer of `model` with its bits and current scales."""
     out: dict[str, QuantizedLayer] = {}
@@ -112,6 +143,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
             continue
         wq = _weight_quantizer(module)
         aq: Any = getattr(module, "input_quantizer", None)
+        oq: Any = getattr(module, "output_quantizer", None)
         if wq is None and not isinstance(aq, LSQQuantizer):
             continue
         out[path] = QuantizedLayer(
@@ -121,6 +153,8 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
             wq.scale().clone() if wq is not None else None,
             float(aq.scale()) if isinstance(aq, LSQQuantizer) else None,
             int(aq.zero_point) if isinstance(aq, LSQQuantizer) else None,
+            float(oq.scale()) if isinstance(oq, LSQQuantizer) else None,
+            int(oq.zero_point) if isinstance(oq, LSQQuantizer) else None,
         )
     return out
 

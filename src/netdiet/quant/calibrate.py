@@ -57,31 +57,45 @@ def calibrate_activations(
     max_batches: int = 8,
     forward: Any = None,
 ) -> int:
-    """Set the range of every input quantizer of `model` from real batches; returns how many were set.
+    """Set the range of every activation (input and output) quantizer of `model` from real batches; returns how many were set.
 
     `batches` yields model inputs (a tensor, a tuple of tensors, or a netdiet Batch); `forward(model,
     batch)` overrides how a batch is fed. Weight quantizers are not touched (they were set from the
     weights when attached). The model runs in eval mode with its input quantizers passing values
     through while they are observed.
     """
-    from netdiet.quant.attach import input_quantizers
+    from netdiet.quant.attach import input_quantizers, output_quantizers
 
-    quantizers = input_quantizers(model)
+    quantizers = {f"{p} (input)": mq for p, mq in input_quantizers(model).items()}
+    outputs = {f"{p} (output)": mq for p, mq in output_quantizers(model).items()}
+    quantizers.update(outputs)
     if not quantizers:
         return 0
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in quantizers}
     gen = torch.Generator().manual_seed(0)
     handles = []
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        x = t.detach().flatten()
+        if x.numel() > SAMPLE:
+            x = x[torch.randint(0, x.numel(), (SAMPLE,), generator=gen)]
+        samples[name].append(x.float().cpu())
+
     for name, (module, _) in quantizers.items():
+        if name in outputs:
 
-        def observe(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> tuple[Any, ...]:
-            x = args[0].detach().flatten()
-            if x.numel() > SAMPLE:
-                x = x[torch.randint(0, x.numel(), (SAMPLE,), generator=gen)]
-            samples[name].append(x.float().cpu())
-            return args
+            def observe_out(mod: nn.Module, args: Any, out: Any, name: str = name) -> Any:
+                keep(name, out)
+                return out
 
-        handles.append(module.register_forward_pre_hook(observe, prepend=True))
+            handles.append(module.register_forward_hook(observe_out))
+        else:
+
+            def observe(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> tuple[Any, ...]:
+                keep(name, args[0])
+                return args
+
+            handles.append(module.register_forward_pre_hook(observe, prepend=True))
     was = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -108,7 +122,7 @@ def calibrate_activations(
         raise ConfigError("calibration needs at least one batch; the data yielded none")
     for name, (_, q) in quantizers.items():
         if not samples[name]:
-            raise ConfigError(f"input quantizer of '{name}' saw no data during calibration (layer not run?)")
+            raise ConfigError(f"quantizer of '{name}' saw no data during calibration (layer not run?)")
         low, high = choose_range(torch.cat(samples[name]), q, method)
         q.init_from(torch.empty(0), torch.tensor([low]), torch.tensor([high]))
     return len(quantizers)
