@@ -129,7 +129,8 @@ def compress(
     *,
     method: str = "l1l2",
     epochs: float = 1,
-    finetune_epochs: float = 1,
+    finetune_epochs: float | None = None,
+    bits: int | None = None,
     eval_data: Loader | Any | None = None,
     eval_fn: Callable[[nn.Module], float] | None = None,
     example_inputs: Any = None,
@@ -162,7 +163,14 @@ def compress(
     `work_dir` keeps the run's resumable state (see `netdiet.compress_state`): called again with the same
     arguments and work_dir after an interruption, compress continues after the last finished phase or
     fine-tune epoch and returns the same model an uninterrupted call would have.
+
+    `bits` (default: the method's, 8 for a BOPs budget and for `ptq`, else 32) quantizes every conv and
+    linear: the result is fake-quantized (BN folded, ranges calibrated on training batches), the
+    fine-tune is quantization-aware, and the report measures the int8 ONNX file ONNX Runtime runs
+    (`netdiet.export.int8.to_onnx_int8`). `finetune_epochs` defaults to the method's (1; `ptq`: 0).
     """
+    if finetune_epochs is None:
+        finetune_epochs = float(method_class(method).default_finetune_epochs)
     if epochs < 0 or finetune_epochs < 0:
         raise ConfigError("epochs and finetune_epochs must be >= 0")
     refuse_non_finite(model, "compress: the model to compress")  # an SVD of NaN fails far from the cause
@@ -200,6 +208,8 @@ def compress(
         force_table=True,  # checked (or forced by the caller) just above
         space=space,
         evaluator=evaluator,
+        bits=bits,
+        calibration=calibration_batches(train_data),
         **(method_options or {}),
     )
     if not 0 <= distill <= 1:
@@ -210,6 +220,7 @@ def compress(
     history: list[dict[str, Any]] = []
     work = Path(work_dir) if work_dir is not None else None
     run_id = _run_fingerprint(model, comp, epochs, finetune_epochs, distill, base, method_options)
+    run_id["bits"] = comp.bits
     saved = load_gated(work, model, run_id) if work is not None else None
     if saved is not None:
         exported, trace, gate_snapshots = saved["exported"], saved["trace"], saved["snapshots"]
@@ -283,15 +294,77 @@ def compress(
         report["latency"] = latency_section(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
-    for b in latency_batches:
-        batch_inputs = tuple(t[:1].expand(b, *t.shape[1:]).contiguous() for t in inputs)
-        lat = compare_latency({"dense": model, "compressed": slim}, batch_inputs, repeats=20)
-        report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
-        report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
+    report["bits"] = comp.bits
+    report["dense"]["bops"] = exported.dense_cost["bops"]
+    report["compressed"]["bops"] = exported.cost["bops"]
+    report["compressed"]["weight_bytes"] = exported.cost["weight_bytes"]
+    if comp.bits < 32:
+        # the fake-quant model is slower in PyTorch than the float one; what deploys is the int8 file
+        report["int8_onnx"] = int8_latency(
+            model, slim, inputs, calibration_batches(train_data), latency_batches
+        )
+    else:
+        for b in latency_batches:
+            batch_inputs = tuple(t[:1].expand(b, *t.shape[1:]).contiguous() for t in inputs)
+            lat = compare_latency({"dense": model, "compressed": slim}, batch_inputs, repeats=20)
+            report["dense"][f"latency_ms_b{b}"] = lat["dense"].median_ms
+            report["compressed"][f"latency_ms_b{b}"] = lat["compressed"].median_ms
     report["dynamics"] = dynamics_summary(trace)
     if comp.needs_training and epochs > 0:  # batches of the gated phase = training batches / this
         report["dynamics"]["gated_batch_split"] = gated_split(train_data, epochs, comp.method.min_steps)
     return CompressionResult(slim, exported.recipe, report, exported, history, trace, gate_snapshots)
+
+
+CALIBRATION_BATCHES = 8
+
+
+def calibration_batches(loader: Loader, limit: int = CALIBRATION_BATCHES) -> list[Any]:
+    """The first `limit` training batches' inputs: real data for activation ranges (held in memory)."""
+    out: list[Any] = []
+    for batch in loader:
+        if len(out) >= limit:
+            break
+        out.append(batch.inputs if len(batch.inputs) > 1 else batch.inputs[0])
+    return out
+
+
+def int8_latency(
+    dense: nn.Module,
+    quantized: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    calibration: list[Any],
+    batches: Sequence[int],
+) -> dict[str, Any]:
+    """Dense fp32 ONNX vs the int8 QDQ ONNX of the quantized model on ONNX Runtime CPU (1 thread), per
+    batch size; `{"skipped": reason}` without onnxruntime, or when the model has no int8 export."""
+    import tempfile
+
+    try:
+        from netdiet.export.int8 import to_onnx_int8
+        from netdiet.export.onnx import onnx_latency, to_onnx
+    except ImportError as exc:  # pragma: no cover - the onnx extra is missing
+        return {"skipped": f"onnx/onnxruntime not installed ({exc}); pip install netdiet[onnx]"}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            fp32 = to_onnx(dense, inputs, Path(tmp) / "dense.onnx")
+            int8 = to_onnx_int8(quantized, inputs, Path(tmp) / "int8.onnx", calibration)
+        except (ConfigError, ImportError) as exc:
+            return {"skipped": str(exc)}
+        out: dict[str, Any] = {
+            "max_rel_error": int8.max_rel_error,
+            "top1_agreement": int8.top1_agreement,
+            "int8_kernels": int8.int8_kernels,
+            "dense_file_bytes": fp32.stat().st_size,
+            "int8_file_bytes": int8.path.stat().st_size,
+        }
+        for b in batches:
+            batch_inputs = tuple(t[:1].expand(b, *t.shape[1:]).contiguous() for t in inputs)
+            repeats = 30 if b <= 8 else 10
+            dense_ms = onnx_latency(fp32, batch_inputs, repeats=repeats)
+            int8_ms = onnx_latency(int8.path, batch_inputs, repeats=repeats)
+            out[f"dense_ms_b{b}"], out[f"int8_ms_b{b}"] = dense_ms, int8_ms
+            out[f"speedup_b{b}"] = dense_ms / max(int8_ms, 1e-9)
+        return out
 
 
 def _run_fingerprint(

@@ -19,7 +19,7 @@ the methods themselves never import the export stage.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from netdiet.cost import price
 from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.errors import ConfigError
 from netdiet.export import RECIPE_ATTR, export_assignment, mask_model
-from netdiet.methods import Budget, Method, make_method
+from netdiet.methods import Budget, Method, make_method, method_class
 from netdiet.profiling import check_table_here
 from netdiet.space import Assignment, Space, analyze
 
@@ -73,6 +73,8 @@ class Compressor:
         space: Space | None = None,
         total_steps: int | None = None,
         evaluator: Callable[[nn.Module], float] | None = None,
+        bits: int | None = None,
+        calibration: Iterable[Any] | None = None,
         **config: Any,
     ) -> None:
         """`latency_table` (a LatencyTable or a JSON path from `netdiet profile`) prices a latency budget;
@@ -80,6 +82,9 @@ class Compressor:
         analysis of `model` with these inputs and `exclude`, if the caller already has it.
         `evaluator`: a score of a model (higher is better, e.g. held-out accuracy) for methods that
         compare candidate assignments; they get it applied to the masked model of each candidate.
+        `bits`: weight and activation bit width of every conv and linear (32: float; default the
+        method's, 8 for a BOPs budget); below 32 the export is a fake-quantized model whose ranges are
+        calibrated on `calibration` (input batches) and `netdiet.export.int8` writes it as int8 ONNX.
         `config`: options of the method's Config."""
         if isinstance(budget, str):
             budget = Budget.parse(budget)
@@ -101,6 +106,11 @@ class Compressor:
                     stacklevel=2,
                 )
         self._evaluator = evaluator
+        if bits is None:
+            bits = 8 if budget.metric == "bops" else method_class(method).default_bits
+        self.bits = int(bits)
+        self.calibration = calibration
+        fixed = Assignment.uniform_bits(self.space.knobs, self.bits) if self.bits < 32 else Assignment()
         self.method: Method = make_method(
             method,
             model,
@@ -108,6 +118,7 @@ class Compressor:
             budget,
             latency=self.latency,
             evaluator=self._evaluate if evaluator is not None else None,
+            fixed=fixed,
             **config,
         )
         if total_steps is not None:
@@ -161,9 +172,12 @@ class Compressor:
     def export(self, verify: bool = True) -> Exported:
         """Read off an assignment within the budget and return the slim, verified model."""
         method = self.method
-        assignment = method.read_off()
-        source = method.weights_for_export(assignment)
-        slim, applied = export_assignment(self.space, assignment, source=source, verify=verify)
+        own = method.read_off()
+        source = method.weights_for_export(own)
+        assignment = method.context.complete(own)
+        slim, applied = export_assignment(
+            self.space, assignment, source=source, verify=verify, calibration=self.calibration
+        )
         factorized = dict(applied.get("ranks", {}))
         # a rank that does not pay is priced as the dense layer (min of the two), as the handler exports it
         final = price(self.space, assignment, latency=self.latency)

@@ -75,7 +75,7 @@ def test_int8_export_carries_the_learned_scales_and_runs_as_int8_kernels(tmp_pat
 def test_int8_export_of_a_residual_cnn_makes_every_conv_an_int8_kernel(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_resnet_cifar(ResNetCifarConfig(depth=8, widths=(4, 8, 8), num_classes=5)).eval()
-    q = prepare_quantized(model, (torch.randn(1, 3, 16, 16),), batches())
+    q, _ = prepare_quantized(model, (torch.randn(1, 3, 16, 16),), batches())
     result = to_onnx_int8(q, (torch.randn(1, 3, 16, 16),), tmp_path / "r.onnx", batches())
     convs = sum(isinstance(mod, nn.Conv2d) for mod in q.modules())
     assert result.int8_kernels.get("QLinearConv") == convs and result.int8_kernels.get("QGemm") == 1

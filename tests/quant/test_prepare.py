@@ -36,7 +36,7 @@ def test_output_quantizers_go_where_a_conv_feeds_an_add_and_never_on_a_conv_read
 def test_prepare_quantized_leaves_the_model_alone_and_calibrates_every_quantizer() -> None:
     m = tiny_resnet()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    q = prepare_quantized(m, (torch.randn(1, 3, 16, 16),), batches())
+    q, plan = prepare_quantized(m, (torch.randn(1, 3, 16, 16),), batches())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert not any(isinstance(mod, nn.BatchNorm2d) for mod in q.modules())  # folded
     layers = quantized_layers(q)

@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
         "--budget",
         required=True,
         help="METRIC=VALUE: flops=0.5 (half of dense), flops=40M (absolute), latency=0.6 (60%% of the dense "
-        "model's measured latency), latency_ms=2.5",
+        "model's measured latency), latency_ms=2.5, bops=0.1 (bit-operations, 10%% of fp32 x fp32)",
     )
     p.add_argument(
         "--latency-table",
@@ -100,7 +100,18 @@ def add_parser(sub: Any) -> None:
         help="epochs of gated training (l1l2 only; may be fractional; default 1)",
     )
     p.add_argument(
-        "--finetune-epochs", type=float, default=1, help="epochs of distilled fine-tuning (default 1)"
+        "--finetune-epochs",
+        type=float,
+        default=None,
+        help="epochs of distilled fine-tuning (default 1; ptq: 0); with --bits below 32 it is "
+        "quantization-aware training",
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="weight and activation bits of every conv/linear (default: 8 for a bops budget and for ptq, "
+        "else 32 = float); below 32 the result is also written as int8 ONNX (model.int8.onnx)",
     )
     p.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (default: 0.02 for SGD, 5e-5 AdamW)"
@@ -144,7 +155,11 @@ def check_options(args: argparse.Namespace, budget: Budget) -> None:
     """Refuse options that would be silently ignored: they mean the user expects something else."""
     if args.latency_batch < 1:
         raise NetdietError("--latency-batch must be >= 1")
-    if args.finetune_epochs < 0 or (args.epochs is not None and args.epochs < 0):
+    if args.bits is not None and not 2 <= args.bits <= 32:
+        raise NetdietError(f"--bits must be in [2, 32], got {args.bits}")
+    if (args.finetune_epochs is not None and args.finetune_epochs < 0) or (
+        args.epochs is not None and args.epochs < 0
+    ):
         raise NetdietError("--epochs and --finetune-epochs must be >= 0")
     if args.threads is not None and args.threads < 1:
         raise NetdietError(f"--threads must be >= 1, got {args.threads}")
@@ -300,14 +315,20 @@ def _compress_into(
     if table_path is not None:
         what = f"reading {table_path}" if table_path.is_file() else f"profiling this model into {table_path}"
         say(args, f"latency table: {what}, calibrating it for this model if needed (can take minutes)")
-    say(args, f"{args.method} to {budget}: {gated}{args.finetune_epochs:g} fine-tune epoch(s)")
+    finetune = (
+        args.finetune_epochs
+        if args.finetune_epochs is not None
+        else float(METHODS[args.method].default_finetune_epochs)
+    )
+    say(args, f"{args.method} to {budget}: {gated}{finetune:g} fine-tune epoch(s)")
     result = compress(
         model,
         bundle.train,
         budget,
         method=args.method,
         epochs=epochs,
-        finetune_epochs=args.finetune_epochs,
+        finetune_epochs=finetune,
+        bits=args.bits,
         eval_data=val,
         train_config=cfg,
         method_options=options,
@@ -330,9 +351,12 @@ def _compress_into(
     report["base_model"] = meta["model"]
     save(result.model, stage)
     on_ort = (report.get("latency") or {}).get("backend") == "onnxruntime"
-    if args.onnx or on_ort:  # the runtime the user targets is timed at batch 1 and 64 in the report
-        say(args, "exporting to ONNX and timing ONNX Runtime at batch 1 and 64")
-        onnx_report(result.model, model, bundle, stage, report, threads=args.threads or 1)
+    quantized = report.get("bits", 32) < 32
+    if args.onnx or on_ort or quantized:  # the runtime the user targets is timed at batch 1 and 64
+        say(
+            args, f"exporting to {'int8 ' if quantized else ''}ONNX and timing ONNX Runtime at batch 1 and 64"
+        )
+        onnx_report(result.model, model, bundle, stage, report, threads=args.threads or 1, int8=quantized)
     write_metrics(stage, result.trace, result.history)
     if result.snapshots:
         atomic_write_json(stage / "gates.json", result.snapshots)
@@ -355,12 +379,22 @@ def onnx_report(
     stage: Path,
     report: dict[str, Any],
     threads: int,
+    int8: bool = False,
 ) -> None:
-    """model.onnx (one self-contained file) and ONNX Runtime latency of both models at batch 1 and 64."""
+    """model.onnx (one self-contained file; model.int8.onnx for a quantized model) and ONNX Runtime
+    latency of both models at batch 1 and 64."""
+    from netdiet.compress import calibration_batches
+    from netdiet.export.int8 import to_onnx_int8
     from netdiet.export.onnx import onnx_latency, to_onnx
 
     example = tuple(t[:1] for t in next(iter(bundle.train)).inputs)
-    onnx_path = to_onnx(slim, example, stage / "model.onnx")
+    if int8:
+        written = to_onnx_int8(slim, example, stage / "model.int8.onnx", calibration_batches(bundle.train))
+        onnx_path = written.path
+        report["compressed"]["onnx_int8_kernels"] = written.int8_kernels
+        report["compressed"]["onnx_file_bytes"] = onnx_path.stat().st_size
+    else:
+        onnx_path = to_onnx(slim, example, stage / "model.onnx")
     dense_path = to_onnx(dense, example, stage / "state" / "dense.onnx")
     for b in (1, 64):
         x = tuple(t.expand(b, *t.shape[1:]).contiguous() for t in example)
@@ -382,8 +416,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, float, float, str]]:
                 f"{100 * (c[key] - d[key]):+.2f}",
             )
         )
-    for key, label, scale in (("flops", "FLOPs (M)", 1e-6), ("params", "params (K)", 1e-3)):
-        rows.append((label, d[key] * scale, c[key] * scale, f"{c[key] / d[key]:.3f}x"))
+    for key, label, scale in (
+        ("flops", "FLOPs (M)", 1e-6),
+        ("params", "params (K)", 1e-3),
+        ("bops", "BOPs (G)", 1e-9),
+    ):
+        if d.get(key) and c.get(key) is not None:
+            rows.append((label, d[key] * scale, c[key] * scale, f"{c[key] / d[key]:.3f}x"))
     for key in sorted(k for k in d if k.startswith(("latency_ms_b", "onnxruntime_ms_b")) and k in c):
         ratio = c[key] / d[key]
         note = f"{ratio:.2f}x" + ("  SLOWER than dense" if ratio > 1.0 else "")

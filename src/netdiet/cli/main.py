@@ -15,7 +15,16 @@ import torch
 
 from netdiet.errors import NetdietError
 
-COMMANDS: tuple[str, ...] = ("analyze", "train", "evaluate", "profile", "compress", "report", "demo")
+COMMANDS: tuple[str, ...] = (
+    "analyze",
+    "train",
+    "evaluate",
+    "profile",
+    "compress",
+    "export",
+    "report",
+    "demo",
+)
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

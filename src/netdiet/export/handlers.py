@@ -2,22 +2,27 @@
 
 Each handler makes its knobs real on the model the previous one produced and checks the result
 against its own reference: slicing against the masked model (dropped units zeroed), factorising
-against the unfactorised slim model. Quantisation has no handler that can make bits real yet, so an
-assignment with bit knobs below 32 is refused here rather than exported as if it were fp32.
+against the unfactorised slim model, quantising (fake quantizers with calibrated ranges) against the
+float model. The int8 file a runtime runs is written from the quantized model by `export.int8`.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
-from netdiet.errors import ConfigError
+from netdiet.errors import ConfigError, VerificationError
 from netdiet.export.exporter import RECIPE_ATTR, export_model
 from netdiet.export.lowrank import factorize, pays
 from netdiet.export.verify import verify as verify_outputs
+from netdiet.graph import normalize_inputs
+from netdiet.quant import prepare_quantized
+from netdiet.quant.attach import QUANTIZABLE
 from netdiet.space import Assignment, Space
 
 
@@ -83,23 +88,88 @@ class FactoriseHandler(Handler):
 
 
 class QuantiseHandler(Handler):
-    """weight_bits / act_bits knobs. Until quantizers exist, only 32 bits (no change) can be exported."""
+    """weight_bits / act_bits knobs: the model with fake quantizers at those bits (BN folded into the
+    convs, activation ranges calibrated on real batches), checked against the float model it came from.
+
+    This is the model a quantization-aware fine-tune trains and `netdiet.export.int8.to_onnx_int8`
+    turns into int8 kernels. A factorised layer's bits go to both of its factors."""
 
     kinds = ("weight_bits", "act_bits")
+    max_rel_error_8bit: ClassVar[float] = 0.25  # fake-quant vs float output at >= 8 bits everywhere
+
+    def __init__(self) -> None:
+        self.calibration: Iterable[Any] | None = None
+
+    def layer_bits(
+        self, space: Space, assignment: Assignment, model: nn.Module
+    ) -> dict[str, tuple[int, int]]:
+        """Module path of each layer to quantize in `model` -> (weight bits, activation bits)."""
+        wanted: dict[str, list[int]] = {}
+        for weight, bits in assignment.weight_bits.items():
+            info = space.param_info(weight)
+            if info is None:
+                raise ConfigError(f"weight_bits knob on '{weight}', which is not a parameter of the model")
+            wanted.setdefault(info.module_path, [32, 32])[0] = int(bits)
+        for layer, bits in assignment.act_bits.items():
+            wanted.setdefault(layer, [32, 32])[1] = int(bits)
+        out: dict[str, tuple[int, int]] = {}
+        for path, (w, a) in wanted.items():
+            if w >= 32 and a >= 32:
+                continue
+            module = model.get_submodule(path)
+            targets = (
+                [path]
+                if isinstance(module, QUANTIZABLE)
+                else [
+                    f"{path}.{name}"
+                    for name, child in module.named_modules()
+                    if name and isinstance(child, QUANTIZABLE)
+                ]
+            )
+            if not targets:
+                raise ConfigError(f"bit knobs on '{path}', which has no Conv or Linear layer to quantize")
+            for target in targets:
+                out[target] = (w, a)
+        return out
 
     def apply(
         self, space: Space, assignment: Assignment, model: nn.Module, *, verify: bool, source: nn.Module
     ) -> HandlerResult:
-        low = {
-            kid: int(v) for kid, v in assignment.items() if kid.split(":", 1)[0] in self.kinds and int(v) < 32
-        }
-        if low:
+        bits = self.layer_bits(space, assignment, model)
+        if not bits:
+            return HandlerResult(model, {})
+        if self.calibration is None:
             raise ConfigError(
-                f"{len(low)} bit knob(s) below 32 bits (e.g. {next(iter(low.items()))}): netdiet cannot export "
-                "quantized layers yet, and exporting them as fp32 would misreport the model. Price bits with "
-                "netdiet.cost.price, but export assignments with 32-bit knobs only."
+                f"{len(bits)} layer(s) get fewer than 32 bits, and quantizing needs real input batches to "
+                "set activation ranges: pass calibration= (an iterable of input batches, e.g. training data)"
             )
-        return HandlerResult(model, {})
+        quantized, plan = prepare_quantized(model, space.example_inputs, self.calibration, bits=bits)
+        if verify:
+            self._check(model, quantized, space.example_inputs, low=min(min(b) for b in bits.values()) < 8)
+        return HandlerResult(quantized, {"quant": plan.to_json()})
+
+    def _check(self, float_model: nn.Module, quantized: nn.Module, example_inputs: Any, low: bool) -> None:
+        inputs = normalize_inputs(example_inputs)
+        with torch.no_grad():
+            was = (float_model.training, quantized.training)
+            float_model.eval()
+            quantized.eval()
+            try:
+                ref = float_model(*inputs.args, **inputs.kwargs)
+                got = quantized(*inputs.args, **inputs.kwargs)
+            finally:
+                float_model.train(was[0])
+                quantized.train(was[1])
+        ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+        got = got[0] if isinstance(got, (tuple, list)) else got
+        if not torch.isfinite(got).all():
+            raise VerificationError("the quantized model produces NaN/inf on the example inputs")
+        err = float((got - ref).abs().max()) / max(float(ref.abs().max()), 1e-12)
+        if not low and err > self.max_rel_error_8bit:
+            raise VerificationError(
+                f"the 8-bit fake-quant model differs from the float model by {err:.3g} (max relative error > "
+                f"{self.max_rel_error_8bit}): the calibration batches do not look like the model's inputs"
+            )
 
 
 HANDLERS: tuple[Handler, ...] = (SliceHandler(), FactoriseHandler(), QuantiseHandler())
@@ -111,11 +181,14 @@ def export_assignment(
     *,
     source: nn.Module | None = None,
     verify: bool = True,
+    calibration: Iterable[Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The exported model of a hard assignment and what each handler applied.
 
     `source` supplies the weights (a model with the analysed structure; default the analysed model).
-    Neither is modified. The recipe on the result records the assignment (`recipe["assignment"]`).
+    Neither is modified. The recipe on the result records the assignment (`recipe["assignment"]`) and,
+    when bit knobs quantize layers, the quant plan (`recipe["quant"]`). `calibration` (input batches)
+    sets activation ranges; it is needed only when some bit knob is below 32.
     """
     assignment = Assignment(assignment).validate(space)
     base = space.model if source is None else source
@@ -126,11 +199,16 @@ def export_assignment(
     model: nn.Module = base
     applied: dict[str, Any] = {}
     for handler in HANDLERS:
+        if isinstance(handler, QuantiseHandler):
+            handler = QuantiseHandler()
+            handler.calibration = calibration
         result = handler.apply(space, assignment, model, verify=verify, source=base)
         model = result.model
         applied.update(result.applied)
     recipe = dict(getattr(model, RECIPE_ATTR))
     recipe["ranks"] = dict(applied.get("ranks", {}))
+    if "quant" in applied:
+        recipe["quant"] = applied["quant"]
     recipe["assignment"] = assignment.to_json()
     setattr(model, RECIPE_ATTR, recipe)
     return model, applied

@@ -17,11 +17,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from netdiet import __version__
-from netdiet.errors import RecipeError
+from netdiet.errors import ConfigError, RecipeError
 from netdiet.export.exporter import RECIPE_ATTR, shrink
 from netdiet.export.lowrank import factorize
 from netdiet.export.recipe import build_inputs, fingerprint
 from netdiet.export.slicing import copy_model
+from netdiet.quant import QuantPlan, apply_plan
 
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -108,6 +109,14 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
         if ranks:
             factorize(model, {str(k): int(v) for k, v in ranks.items()})
             setattr(model, RECIPE_ATTR, recipe)
+    if recipe.get("quant"):
+        try:
+            apply_plan(model, QuantPlan.from_json(recipe["quant"]))
+        except ConfigError as exc:
+            raise RecipeError(
+                f"{path}: the recipe's quant plan does not fit the rebuilt model: {exc}"
+            ) from exc
+        setattr(model, RECIPE_ATTR, recipe)
     try:
         missing, unexpected = load_model(model, str(weights), strict=True)
     except Exception as exc:

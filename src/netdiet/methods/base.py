@@ -36,6 +36,10 @@ class Method:
     # optimizer steps the method needs to learn from in its training phase; a shorter phase is run on
     # smaller batches of the same data by `netdiet.compress` (0: any length)
     min_steps: ClassVar[int] = 0
+    # bit width of every layer when the caller does not choose (32: the method does not quantize)
+    default_bits: ClassVar[int] = 32
+    # fine-tune epochs after read-off when the caller does not choose (ptq: none)
+    default_finetune_epochs: ClassVar[float] = 1.0
 
     def __init__(self, model: nn.Module, context: MethodContext, config: Any = None) -> None:
         if config is None:
@@ -54,8 +58,8 @@ class Method:
         self.metric = context.metric
         self.latency = context.latency
         self.multiples = context.multiples
-        self.dense = float(context.price())
-        self.target = context.budget.target(self.dense)
+        self.dense = float(context.price())  # every knob at its largest, with the fixed bits
+        self.target = context.budget.target(context.reference())  # relative to dense fp32
         self.model: nn.Module = model
 
     def check_feasible(self, minimum: float) -> None:

@@ -31,6 +31,9 @@ class MethodContext:
     evaluator: Evaluator | None = None
     # channel multiples the latency table measured to pay (ONNX Runtime's blocked kernels, ...)
     multiples: dict[str, int] = field(default_factory=dict)
+    # knobs the caller fixed for every candidate (e.g. 8-bit weights and activations everywhere): priced
+    # with each assignment, merged into the one the method reads off
+    fixed: Assignment = field(default_factory=Assignment)
 
     def __post_init__(self) -> None:
         if self.budget.needs_latency and self.latency is None:
@@ -53,8 +56,18 @@ class MethodContext:
         return self.space.knobs
 
     def price(self, assignment: Mapping[str, Any] | None = None, metric: str | None = None) -> Any:
-        """The budget's metric (or `metric`) of an assignment; knobs it does not name stay dense."""
-        return metric_value(self.space, assignment, metric or self.metric, self.latency)
+        """The budget's metric (or `metric`) of an assignment with the fixed knobs; knobs neither names
+        stay dense."""
+        merged = {**self.fixed, **(assignment or {})} if self.fixed else assignment
+        return metric_value(self.space, merged, metric or self.metric, self.latency)
+
+    def reference(self) -> float:
+        """The dense fp32 model's metric: what a relative budget (`bops=0.1`) is a fraction of."""
+        return float(metric_value(self.space, None, self.metric, self.latency))
+
+    def complete(self, assignment: Assignment) -> Assignment:
+        """The method's assignment with the fixed knobs added (the method's own values win)."""
+        return Assignment({**self.fixed, **assignment}) if self.fixed else assignment
 
     def evaluate(self, assignment: Assignment) -> float:
         if self.evaluator is None:

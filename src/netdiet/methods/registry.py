@@ -17,7 +17,7 @@ from netdiet.errors import ConfigError
 from netdiet.methods.base import Method
 from netdiet.methods.budget import Budget
 from netdiet.methods.context import Evaluator, MethodContext
-from netdiet.space import Space
+from netdiet.space import Assignment, Space
 
 METHODS: dict[str, type[Method]] = {}
 M = TypeVar("M", bound=type[Method])
@@ -65,14 +65,16 @@ def make_method(
     *,
     latency: LatencyModel | None = None,
     evaluator: Evaluator | None = None,
+    fixed: Assignment | None = None,
     **options: Any,
 ) -> Method:
-    """Build method `name` on `space` for `budget`; `options` are fields of its Config."""
+    """Build method `name` on `space` for `budget`; `options` are fields of its Config. `fixed`: knobs
+    the caller sets for every candidate (bit widths), priced with them and merged into the read-off."""
     cls = method_class(name)
     known = options_of(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
         takes = f"its options are {sorted(known)}" if known else "it takes no options"
         raise ConfigError(f"method '{name}' has no option(s) {unknown}; {takes}")
-    context = MethodContext(space, budget, latency=latency, evaluator=evaluator)
+    context = MethodContext(space, budget, latency=latency, evaluator=evaluator, fixed=fixed or Assignment())
     return cls(model, context, cls.Config(**options))

@@ -10,13 +10,16 @@ from netdiet.quant.attach import QuantizedLayer, attach_quantizers, quantized_la
 from netdiet.quant.calibrate import calibrate_activations
 from netdiet.quant.fold import fold_batchnorm
 from netdiet.quant.placement import output_quantizer_sites
+from netdiet.quant.plan import QuantPlan, apply_plan
 from netdiet.quant.prepare import prepare_quantized
 from netdiet.quant.quantizers import LearnedBitQuantizer, LSQQuantizer, bits_of_range, qrange
 
 __all__ = [
     "LSQQuantizer",
     "LearnedBitQuantizer",
+    "QuantPlan",
     "QuantizedLayer",
+    "apply_plan",
     "attach_quantizers",
     "bits_of_range",
     "calibrate_activations",

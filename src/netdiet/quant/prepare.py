@@ -18,6 +18,7 @@ from netdiet.quant.attach import QUANTIZABLE, attach_quantizers
 from netdiet.quant.calibrate import calibrate_activations
 from netdiet.quant.fold import fold_batchnorm
 from netdiet.quant.placement import output_quantizer_sites
+from netdiet.quant.plan import QuantPlan
 
 
 def prepare_quantized(
@@ -30,12 +31,13 @@ def prepare_quantized(
     method: str = "mse",
     max_batches: int = 8,
     forward: Any = None,
-) -> nn.Module:
-    """A calibrated fake-quantized copy of `model` (`model` itself is unchanged).
+) -> tuple[nn.Module, QuantPlan]:
+    """A calibrated fake-quantized copy of `model` (`model` itself is unchanged) and its plan (JSON, to
+    save and rebuild it).
 
     `bits`: module path -> (weight bits, activation bits) for the layers to quantize (32 keeps a side
     float); by default every Conv and Linear gets `default_bits`."""
-    folded, _ = fold_batchnorm(model, example_inputs)
+    folded, pairs = fold_batchnorm(model, example_inputs)
     if bits is None:
         bits = {p: default_bits for p, m in folded.named_modules() if isinstance(m, QUANTIZABLE)}
     if not bits:
@@ -45,6 +47,7 @@ def prepare_quantized(
         raise ConfigError(f"no such layers to quantize: {missing[:5]} (use module paths of the model)")
     with_inputs = [p for p, (_, a) in bits.items() if int(a) < 32]
     outputs = output_quantizer_sites(folded, example_inputs, with_inputs)
-    attach_quantizers(folded, bits, outputs=outputs)
+    plan = QuantPlan(dict(bits), outputs, pairs)
+    attach_quantizers(folded, plan.bits, outputs=outputs)
     calibrate_activations(folded, calibration, method=method, max_batches=max_batches, forward=forward)
-    return folded
+    return folded, plan

@@ -8,13 +8,13 @@ knob's value is the kept singular directions (indices) or a count; a bit knob's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from netdiet.errors import InvalidKeepError
-from netdiet.space.knobs import KNOB_KINDS, knob_id, split_id
+from netdiet.space.knobs import KNOB_KINDS, Knob, knob_id, split_id
 
 if TYPE_CHECKING:
     from netdiet.space.space import Space
@@ -55,6 +55,13 @@ class Assignment(Mapping[str, Any]):
             for site, value in (part or {}).items():
                 values[knob_id(kind, site)] = value
         return cls(values)
+
+    @classmethod
+    def uniform_bits(cls, knobs: Iterable[Knob], bits: int) -> Assignment:
+        """`bits` on every weight_bits and act_bits knob among `knobs` (e.g. `space.knobs`): int8 everywhere."""
+        if not 2 <= int(bits) <= 32:
+            raise InvalidKeepError(f"bits must be in [2, 32], got {bits}")
+        return cls({k.id: int(bits) for k in knobs if k.kind in ("weight_bits", "act_bits")})
 
     # ----- mapping --------------------------------------------------------------------------------
     def __getitem__(self, kid: str) -> Any:

@@ -1,0 +1,69 @@
+"""`netdiet.compress` with bits: post-training int8 in one call, pruning plus int8 to a BOPs budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import netdiet
+from netdiet.data import DataSpec, build_data
+from netdiet.errors import ConfigError
+from netdiet.quant import quantized_layers
+from netdiet.train import TrainConfig
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return build_data(DataSpec("digits", batch_size=64, image_size=16))
+
+
+def small_resnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return netdiet.zoo.build("resnet20", widths=[8, 16, 32])
+
+
+def test_ptq_quantizes_every_layer_without_training_and_reports_the_int8_file(digits) -> None:
+    model = small_resnet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = netdiet.compress(model, digits.train, "bops=0.1", method="ptq", eval_data=digits.eval["val"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.history == []  # ptq trains nothing
+    layers = quantized_layers(result.model)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert len(layers) == convs + 1 and all(q.weight_bits == q.act_bits == 8 for q in layers.values())
+    report = result.report
+    assert report["bits"] == 8
+    assert report["compressed"]["bops"] == pytest.approx(report["dense"]["bops"] * 64 / 1024)
+    assert report["compressed"]["flops"] == pytest.approx(report["dense"]["flops"])
+    int8 = report["int8_onnx"]
+    assert int8["int8_kernels"]["QLinearConv"] == convs and int8["int8_kernels"]["QGemm"] == 1
+    assert int8["int8_file_bytes"] < 0.5 * int8["dense_file_bytes"]
+    assert int8["int8_ms_b1"] > 0 and int8["dense_ms_b1"] > 0
+    assert result.recipe["quant"]["bits"]
+
+
+def test_a_bops_budget_below_int8_prunes_and_quantizes(digits) -> None:
+    result = netdiet.compress(
+        small_resnet(),
+        digits.train,
+        "bops=0.04",
+        epochs=0.5,
+        finetune_epochs=0.5,
+        train_config=TrainConfig(lr=0.02, progress=False),
+    )
+    report = result.report
+    assert report["bits"] == 8  # a BOPs budget quantizes by default
+    assert report["compressed"]["bops"] <= 0.04 * report["dense"]["bops"] * (1 + 1e-9)
+    assert report["compressed"]["flops"] < 0.7 * report["dense"]["flops"]  # 0.04 / 0.0625: pruned too
+    assert quantized_layers(result.model)
+    x = next(iter(digits.train)).inputs[0][:4]
+    assert torch.isfinite(result.model(x)).all()
+
+
+def test_ptq_refuses_a_budget_quantization_cannot_meet(digits) -> None:
+    with pytest.raises(ConfigError, match="pruning method"):
+        netdiet.compress(small_resnet(), digits.train, "flops=0.5", method="ptq")
+    with pytest.raises(ConfigError, match="give it bits below 32"):
+        netdiet.compress(small_resnet(), digits.train, "bops=0.5", method="ptq", bits=32)
