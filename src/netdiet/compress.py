@@ -252,6 +252,8 @@ def compress(
     t_ft = time.perf_counter()
     if finetune_epochs > 0:
         cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill, tensorboard=False)
+        if comp.bits < 32:  # quantization-aware: the BN-folded model has no normalisation to absorb steps
+            cfg = replace(cfg, lr=cfg.lr * QAT_LR_SCALE)
         ft_dir = work / FINETUNE_DIR if work is not None else None
         resume = ft_dir is not None and has_checkpoint(ft_dir / "checkpoint")
         history += fit_inplace(
@@ -295,6 +297,7 @@ def compress(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
     report["bits"] = comp.bits
+    report["finetune_lr"] = base.lr * (QAT_LR_SCALE if comp.bits < 32 else 1.0)
     report["dense"]["bops"] = exported.dense_cost["bops"]
     report["compressed"]["bops"] = exported.cost["bops"]
     report["compressed"]["weight_bytes"] = exported.cost["weight_bytes"]
@@ -316,6 +319,10 @@ def compress(
 
 
 CALIBRATION_BATCHES = 8
+# Quantization-aware fine-tuning trains the BN-folded model at this fraction of the fine-tune lr: at the
+# full SGD lr 0.02 the folded, quantized ResNet-20 diverged in one step (loss 0.56 -> 2.5 -> 8.5, then
+# chance accuracy); at 0.002 it trains smoothly.
+QAT_LR_SCALE = 0.1
 
 
 def calibration_batches(loader: Loader, limit: int = CALIBRATION_BATCHES) -> list[Any]:

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+import netdiet
 from netdiet.errors import ConfigError
-from netdiet.export.int8 import to_onnx_int8
+from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int8
 from netdiet.quant import (
     attach_quantizers,
     calibrate_activations,
@@ -99,4 +100,40 @@ def test_int8_export_of_a_model_without_quantizers_is_refused(tmp_path) -> None:
         to_onnx_int8(
             plain_cnn(), (torch.randn(1, 3, 16, 16),), tmp_path / "q.onnx", [torch.randn(2, 3, 16, 16)]
         )
+    assert not list(tmp_path.iterdir())
+
+
+def tiny_bert() -> nn.Module:
+    torch.manual_seed(0)
+    return netdiet.zoo.build("bert", vocab_size=60, hidden=32, intermediate=64, heads=2, dropout=0.0).eval()
+
+
+def token_batch(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 60, (batch, length), generator=g)
+    return ids, torch.ones(batch, length, dtype=torch.long), torch.zeros(batch, length, dtype=torch.long)
+
+
+def test_dynamic_int8_runs_a_transformer_on_integer_matmuls_at_any_batch_and_length(tmp_path) -> None:
+    model = tiny_bert()
+    batches = [token_batch(8, 12, i) for i in range(3)]
+    result = to_onnx_dynamic_int8(model, token_batch(1, 12, 9), tmp_path / "b.onnx", batches)
+    assert (
+        result.int8_kernels.get("MatMulInteger", 0) + result.int8_kernels.get("DynamicQuantizeMatMul", 0) >= 4
+    )
+    assert result.top1_agreement is not None and result.top1_agreement >= 0.9
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = token_batch(3, 20, 5)  # another batch size and sequence length than the example
+    got = session.run(None, {f"input_{i}": t.numpy() for i, t in enumerate(x)})[0]
+    with torch.no_grad():
+        expected = model(*x).numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 0.1 * np.abs(expected).max()
+
+
+def test_dynamic_int8_refuses_a_fake_quantized_model(tmp_path) -> None:
+    m = plain_cnn()
+    attach_quantizers(m, {"0": (8, 8)})
+    calibrate_activations(m, batches())
+    with pytest.raises(ConfigError, match="learned scales"):
+        to_onnx_dynamic_int8(m, (torch.randn(1, 3, 16, 16),), tmp_path / "q.onnx", batches())
     assert not list(tmp_path.iterdir())

@@ -54,3 +54,22 @@ def test_prepare_quantized_leaves_the_model_alone_and_calibrates_every_quantizer
 def test_prepare_quantized_names_unknown_layers() -> None:
     with pytest.raises(ConfigError, match="no such layers"):
         prepare_quantized(tiny_resnet(), (torch.randn(1, 3, 16, 16),), batches(), bits={"nope": (8, 8)})
+
+
+def test_a_fake_quantized_model_is_captured_like_the_float_one_and_its_plan_rebuilds_it() -> None:
+    import netdiet
+    from netdiet.quant import QuantPlan, apply_plan
+
+    m = tiny_resnet()
+    x = torch.randn(1, 3, 16, 16)
+    q, plan = prepare_quantized(m, (x,), batches())
+    assert len(netdiet.analyze(q, (x,)).groups) == len(
+        netdiet.analyze(m, (x,)).groups
+    )  # no data-dependent branch
+    again = QuantPlan.from_json(plan.to_json())
+    assert again == plan
+    rebuilt = apply_plan(tiny_resnet(), again)
+    rebuilt.load_state_dict(q.state_dict())
+    y = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(y), q(y))

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from netdiet.cli.model_source import load_run
 from netdiet.data import DataSpec, build_data
 from netdiet.errors import NetdietError
@@ -34,6 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="int8 QDQ ONNX: a quantized run keeps its learned scales; a float run is quantized first "
         "(post-training, calibrated on its training data)",
     )
+    p.add_argument(
+        "--int8-mode",
+        choices=["auto", "static", "dynamic"],
+        default="auto",
+        help="for a float run: static (calibrated QDQ; CNNs) or dynamic (activations quantized per batch "
+        "at run time; transformers); auto picks static for models with convolutions, else dynamic",
+    )
     p.add_argument("--out", help="ONNX file to write (default: CHECKPOINT/model.onnx or model.int8.onnx)")
     p.add_argument("--data-dir", help="where the data is now, if it moved since training")
     p.add_argument("--time", action="store_true", help="also time ONNX Runtime at batch 1 and 64 (1 thread)")
@@ -54,7 +63,7 @@ def _batches(run_dir: Path, meta: dict[str, Any], data_dir: str | None) -> list[
 
 
 def run(args: argparse.Namespace) -> int:
-    from netdiet.export.int8 import to_onnx_int8
+    from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int8
     from netdiet.export.onnx import onnx_latency, to_onnx
 
     run_dir = Path(args.checkpoint)
@@ -68,10 +77,23 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / ("model.int8.onnx" if int8 else "model.onnx")
     record: dict[str, Any] = {"checkpoint": str(run_dir), "int8": int8}
     if int8:
-        if not quantized:
-            model, _ = prepare_quantized(model, example, batches)
-            record["quantized_here"] = "post-training, 8-bit weights and activations"
-        written = to_onnx_int8(model, example, out, batches)
+        mode = args.int8_mode
+        if mode == "auto":
+            has_conv = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+            mode = "static" if quantized or has_conv else "dynamic"
+        if quantized and mode == "dynamic":
+            raise NetdietError(
+                "this run is quantized with learned scales: export it static (--int8-mode static)"
+            )
+        if mode == "dynamic":
+            written = to_onnx_dynamic_int8(model, example, out, batches)
+            record["quantized_here"] = "dynamic: int8 weights, activations quantized per batch at run time"
+        else:
+            if not quantized:
+                model, _ = prepare_quantized(model, example, batches)
+                record["quantized_here"] = "post-training static: 8-bit weights and activations, calibrated"
+            written = to_onnx_int8(model, example, out, batches)
+        record["mode"] = mode
         record.update(
             path=str(written.path),
             layers=written.layers,

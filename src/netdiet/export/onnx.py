@@ -94,7 +94,14 @@ def to_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     names = [f"input_{i}" for i in range(len(args))]
     # AUTO: dynamic where the model allows it, static (never an error) where it does not
-    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
+    # token inputs (integer ids, masks) also get a dynamic sequence length: text batches are padded to
+    # their own longest example
+    auto = torch.export.Dim.AUTO
+    dynamic = (
+        tuple({0: auto, 1: auto} if not a.is_floating_point() and a.dim() >= 2 else {0: auto} for a in args)
+        if dynamic_batch
+        else None
+    )
     # One self-contained file: weights inline (protobuf's 2 GB limit allows it for every model that fits
     # a phone or a CPU); above it the weights go to `<name>.data` beside it, a fixed, documented name.
     # Both are written in a private staging folder and moved into place only once ONNX Runtime agrees.

@@ -15,6 +15,7 @@ bits during training. Exported at ceil(b) bits.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +43,10 @@ def qrange(bits: int, signed: bool) -> tuple[int, int]:
     return 0, 2 ** int(bits) - 1
 
 
+def _sync_ready(module: nn.Module, incompatible: Any) -> None:
+    module.__dict__["ready"] = bool(module.initialized)
+
+
 class LSQQuantizer(nn.Module):
     """Fake quantization with a learned step. `axis`: the per-channel axis (None: per tensor)."""
 
@@ -60,6 +65,9 @@ class LSQQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
         self.enabled = True  # False: pass values through (while calibration observes them)
+        # the buffer's value as a Python bool, so forward has no data-dependent branch (torch.export)
+        self.ready = False
+        self.register_load_state_dict_post_hook(_sync_ready)
 
     def _shape(self, x: torch.Tensor) -> list[int]:
         shape = [1] * x.dim()
@@ -81,6 +89,7 @@ class LSQQuantizer(nn.Module):
         self.step.copy_(step.clamp_min(1e-8).reshape(self.step.shape))
         self.zero_point.copy_(zero.reshape(self.zero_point.shape))
         self.initialized.fill_(True)
+        self.ready = True
 
     def scale(self) -> torch.Tensor:
         return self.step.detach().abs().clamp_min(1e-8)
@@ -88,7 +97,7 @@ class LSQQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        if not bool(self.initialized):
+        if not self.ready:
             raise ConfigError(
                 "a quantizer was used before its range was set: calibrate activations on real batches "
                 "first (netdiet.quant.calibrate_activations); weights are initialised when attached"
