@@ -73,3 +73,21 @@ def test_a_fake_quantized_model_is_captured_like_the_float_one_and_its_plan_rebu
     y = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(rebuilt(y), q(y))
+
+
+def test_folding_with_a_kept_scale_computes_the_same_and_trains_the_unfolded_weight() -> None:
+    m = tiny_resnet()
+    with torch.no_grad():  # BN statistics far from identity, so the fold matters
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_var.uniform_(0.2, 4.0)
+                mod.weight.uniform_(0.3, 2.0)
+    x = torch.randn(2, 3, 16, 16)
+    plain, pairs = fold_batchnorm(m, (x[:1],))
+    kept, same_pairs = fold_batchnorm(m, (x[:1],), keep_scale=True)
+    assert pairs == same_pairs and pairs
+    with torch.no_grad():
+        assert torch.allclose(plain(x), m(x), atol=1e-4) and torch.allclose(kept(x), m(x), atol=1e-4)
+    conv = pairs[0][0]
+    unfolded = kept.get_submodule(conv).parametrizations.weight.original
+    assert torch.equal(unfolded, m.get_submodule(conv).weight)  # the trained tensor is the BN model's weight

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from netdiet.errors import ConfigError
+from netdiet.quant.fold import ChannelScale
 from netdiet.quant.quantizers import LSQQuantizer
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -90,7 +91,7 @@ def attach_quantizers(
             raise ConfigError(
                 f"'{path}' is a {type(module).__name__}; only Conv1d/2d/3d and Linear are quantized"
             )
-        if parametrize.is_parametrized(module, "weight"):
+        if parametrize.is_parametrized(module, "weight") and not _only_fold_scales(module):
             raise ConfigError(
                 f"'{path}' already has a weight parametrization (quantized or gated); strip it first"
             )
@@ -109,6 +110,24 @@ def attach_quantizers(
                 module.register_forward_hook(_quantize_output)
                 module.__dict__["netdiet_output_hook"] = True
     return model
+
+
+def _only_fold_scales(module: Any) -> bool:
+    plist: Any = module.parametrizations
+    return all(isinstance(p, ChannelScale) for p in plist["weight"])
+
+
+def _float_weight(module: Any) -> torch.Tensor:
+    """The layer's float weight: its parametrizations applied except the quantizers (a folded BN's scale
+    stays in)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return module.weight
+    plist: Any = module.parametrizations
+    weight = plist["weight"].original
+    for p in plist["weight"]:
+        if not isinstance(p, LSQQuantizer):
+            weight = p(weight)
+    return weight
 
 
 def _weight_quantizer(module: Any) -> LSQQuantizer | None:
@@ -161,11 +180,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantizedLayer]:
 
 def _plain_layer(module: Any) -> nn.Module:
     """A fresh, unparametrized layer of the same kind holding the float weight and bias."""
-    weight = (
-        module.parametrizations["weight"].original
-        if parametrize.is_parametrized(module, "weight")
-        else module.weight
-    )
+    weight = _float_weight(module)
     bias = module.bias
     new: Any
     if isinstance(module, nn.Linear):

@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from netdiet.errors import ConfigError
 from netdiet.quant.attach import attach_quantizers
+from netdiet.quant.fold import ChannelScale
 
 PLAN_FORMAT = "netdiet.quant-plan/1"
 
@@ -69,6 +71,9 @@ def apply_plan(model: nn.Module, plan: QuantPlan) -> nn.Module:
             ) from exc
         if conv.bias is None:
             conv.bias = nn.Parameter(torch.zeros(conv.weight.shape[0], dtype=conv.weight.dtype))
+        weight = conv.weight
+        assert isinstance(weight, torch.Tensor)
+        parametrize.register_parametrization(conv, "weight", ChannelScale(torch.ones(weight.shape[0])))
         parent, _, name = bn_path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, name, nn.Identity())
     attach_quantizers(model, plan.bits, outputs=plan.outputs)

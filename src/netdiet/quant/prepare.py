@@ -37,7 +37,7 @@ def prepare_quantized(
 
     `bits`: module path -> (weight bits, activation bits) for the layers to quantize (32 keeps a side
     float); by default every Conv and Linear gets `default_bits`."""
-    folded, pairs = fold_batchnorm(model, example_inputs)
+    folded, pairs = fold_batchnorm(model, example_inputs, keep_scale=True)
     if bits is None:
         bits = {p: default_bits for p, m in folded.named_modules() if isinstance(m, QUANTIZABLE)}
     if not bits:
