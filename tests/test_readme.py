@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import netdiet
 from netdiet.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,10 @@ README = (ROOT / "README.md").read_text()
 
 # README text -> what runs here: small data, few epochs, the synthetic latency backend (ORT profiling of a
 # whole grid takes minutes); the commands and flags themselves are untouched
-PY_SMALL = {"epochs=5, finetune_epochs=5": "epochs=0.2, finetune_epochs=0.2"}
+PY_SMALL = {
+    "epochs=5, finetune_epochs=5": "epochs=0.2, finetune_epochs=0.2",
+    "epochs=1, finetune_epochs=2": "epochs=0.2, finetune_epochs=0.2",
+}
 CLI_SMALL = {
     "--data cifar10 --data-dir ../shared/data --epochs 30": "--data digits --image-size 16 "
     "--model-opt widths=[8,16,32] --subset 300 --epochs 1",
@@ -85,9 +89,13 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
         "val_loader": data.eval["val"],
         "loader": [(b.inputs[0], b.target) for _, b in zip(range(3), data.train)],
         "example_inputs": torch.randn(1, 3, 32, 32),
+        "batches": [b.inputs[0] for _, b in zip(range(2), data.train)],
+        "bert": netdiet.zoo.build("bert", vocab_size=60, hidden=32, intermediate=64, heads=2).eval(),
+        "bert_inputs": (torch.randint(1, 60, (1, 12)),),
+        "bert_batches": [(torch.randint(1, 60, (4, 12)),) for _ in range(2)],
     }
     python = blocks("python")
-    assert len(python) == 3
+    assert len(python) == 4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "table not calibrated" for a synthetic table is expected here
         for code in python:
@@ -95,6 +103,11 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "slim" / "recipe.json").is_file()
     assert namespace["result"].report["latency"]["batch"] == 64
     assert namespace["slim"] is not None and namespace["comp"].method.metric == "latency_ms"
+    assert namespace["written"].int8_kernels.get("QLinearConv", 0) >= 19
+    assert (
+        namespace["q"].report["compressed"]["bops"]
+        <= 0.03 * namespace["q"].report["dense"]["bops"] * 1.000001
+    )
 
 
 def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -121,6 +134,8 @@ def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
     assert (tmp_path / "runs" / "r20-half" / "report.md").is_file()
     assert (tmp_path / "runs" / "r20-fast" / "report.json").is_file()
     assert (tmp_path / "runs" / "mynet-half" / "base.json").is_file()
+    assert (tmp_path / "runs" / "r20-int8" / "model.int8.onnx").is_file()
+    assert (tmp_path / "runs" / "r20" / "model.int8.onnx").is_file()
 
 
 def test_the_analyze_output_shown_in_readme_is_what_the_command_prints(capsys) -> None:

@@ -20,11 +20,24 @@ def test_demo_writes_model_report_and_plots(tmp_path: Path, capsys: pytest.Captu
     assert report["control"]["epochs"] == 3 and 0 <= report["control"]["test_accuracy"] <= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # staged, then renamed into place
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
-    assert 0.49 <= report["compressed"]["flops"] / report["dense"]["flops"] <= 0.5
-    for name in ("recipe.json", "model.safetensors", "report.md", "widths.png", "accuracy_flops.png"):
+    # bops=0.03 at int8 (0.0625 of fp32 at full width): pruned to at most 0.03 / 0.0625 of the FLOPs
+    assert report["bits"] == 8 and report["compressed"]["bops"] <= 0.03 * report["dense"]["bops"] * (1 + 1e-9)
+    assert report["compressed"]["flops"] / report["dense"]["flops"] <= 0.03 / 0.0625 + 1e-9
+    names = (
+        "recipe.json",
+        "model.safetensors",
+        "model.int8.onnx",
+        "report.md",
+        "widths.png",
+        "accuracy_flops.png",
+    )
+    for name in names:
         assert (out / name).is_file(), name
+    assert "BOPs" in printed and "ONNX Runtime, batch 64" in printed and "ONNX file" in printed
+    onnx = report["int8_onnx"]
+    assert onnx["int8_kernels"]["QLinearConv"] >= 19 and onnx["int8_ms_b64"] > 0
     md = (out / "report.md").read_text()
-    assert "| demo | l1l2 | flops=0.5 |" in md and "equal-training control" in md
+    assert "| demo | l1l2 | bops=0.03 |" in md and "equal-training control" in md
 
     # the report command over a parent directory picks up every run below it
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
