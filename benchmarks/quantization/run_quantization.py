@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import netdiet  # noqa: E402
 from netdiet.cost import price  # noqa: E402
 from netdiet.data import DataSpec, build_data  # noqa: E402
-from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int8  # noqa: E402
+from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int4_weights, to_onnx_int8  # noqa: E402
 from netdiet.export.onnx import to_onnx  # noqa: E402
 from netdiet.quant import quantized_layers, strip_quantizers  # noqa: E402
 from netdiet.space import Assignment  # noqa: E402
@@ -132,7 +131,9 @@ def time_files(files: dict[str, Path], example: tuple[torch.Tensor, ...], batch:
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def relative_bops(model: torch.nn.Module, example: tuple[torch.Tensor, ...], bits: int, dense_bops: float) -> float:
+def relative_bops(
+    model: torch.nn.Module, example: tuple[torch.Tensor, ...], bits: int, dense_bops: float
+) -> float:
     if quantized_layers(model):  # analysis sees parametrized weights as no layer: price the float twin
         model, _ = strip_quantizers(model)
     space = netdiet.analyze(model, example)
@@ -140,7 +141,9 @@ def relative_bops(model: torch.nn.Module, example: tuple[torch.Tensor, ...], bit
     return float(price(space, a).bops) / dense_bops
 
 
-def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, Any], seed: int, data_dir: str) -> dict[str, Any]:
+def run_model(
+    profile: str, name: str, spec: dict[str, Any], prune: dict[str, Any], seed: int, data_dir: str
+) -> dict[str, Any]:
     t_all = time.perf_counter()
     ckpt = ROOT / spec["checkpoint"]
     dense, meta = load_model(ckpt)
@@ -155,8 +158,13 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
 
     def cfg() -> TrainConfig:
         return TrainConfig(
-            optimizer=spec["optimizer"], lr=spec["lr"], weight_decay=spec["weight_decay"], seed=seed,
-            epochs=1, progress=False, tensorboard=False,
+            optimizer=spec["optimizer"],
+            lr=spec["lr"],
+            weight_decay=spec["weight_decay"],
+            seed=seed,
+            epochs=1,
+            progress=False,
+            tensorboard=False,
         )
 
     dense_bops = float(price(netdiet.analyze(dense, example)).bops)
@@ -164,15 +172,27 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
     files: dict[str, Path] = {}
     work = Path(tempfile.mkdtemp(prefix=f"quant-{name}-"))
 
-    def record(label: str, model: torch.nn.Module, bits: int, epochs: float, wall: float, base: torch.nn.Module | None = None) -> None:
+    def record(
+        label: str,
+        model: torch.nn.Module,
+        bits: int,
+        epochs: float,
+        wall: float,
+        base: torch.nn.Module | None = None,
+        mode: str | None = None,
+    ) -> None:
         model.eval()
+        mode = mode or (spec["int8"] if bits < 32 else None)
         path = work / f"{label}.onnx"
         notes: list[str] = []
         batches = [b.inputs if len(b.inputs) > 1 else b.inputs[0] for _, b in zip(range(4), data.train)]
         if bits == 32:
             to_onnx(model, example, path)
             kernels: dict[str, int] = {}
-        elif spec["int8"] == "dynamic":
+        elif mode == "int4-weights":
+            res = to_onnx_int4_weights(base if base is not None else model, example, path, batches)
+            kernels, notes = res.int8_kernels, res.notes
+        elif mode == "dynamic":
             res = to_onnx_dynamic_int8(base if base is not None else model, example, path, batches)
             kernels, notes = res.int8_kernels, res.notes
         else:
@@ -180,19 +200,22 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
             kernels, notes = res.int8_kernels, res.notes
             notes = notes + [f"max rel. error vs fake-quant {res.max_rel_error:.4f}"]
         files[label] = path
-        torch_model = base if (bits < 32 and spec["int8"] == "dynamic" and base is not None) else model
+        torch_model = base if (bits < 32 and mode != "static" and base is not None) else model
         row = {
             "model": name,
             "row": label,
             "bits": bits,
-            "int8_mode": spec["int8"] if bits < 32 else None,
+            "int8_mode": mode,
             "train_epochs": epochs,
             "val_accuracy": evaluate(torch_model, data.eval["val"])["accuracy"],
             "torch_test_accuracy": evaluate(torch_model, data.eval[report_split])["accuracy"],
             "onnx_test_accuracy": ort_accuracy(path, data.eval[report_split]),
             "report_split": report_split,
             "file_bytes": path.stat().st_size,
-            "relative_bops": relative_bops(torch_model, example, bits, dense_bops),
+            # int4 weight-only computes in float: its BOPs are the float model's
+            "relative_bops": relative_bops(
+                torch_model, example, 32 if mode == "int4-weights" else bits, dense_bops
+            ),
             "flops": netdiet.measured_flops(torch_model, example),
             "int8_kernels": kernels,
             "notes": notes,
@@ -207,11 +230,19 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
         t = time.perf_counter()
         if spec["int8"] == "dynamic":
             record(label, source, 8, 0, time.perf_counter() - t, base=source)
+            record(label.replace("ptq", "int4-weights"), source, 4, 0, 0.0, base=source, mode="int4-weights")
             return
         torch.manual_seed(seed)
         res = netdiet.compress(
-            source, data.train, "bops=1.0", method="ptq", finetune_epochs=epochs, train_config=cfg(),
-            example_inputs=example, latency_batches=(), progress=False,
+            source,
+            data.train,
+            "bops=1.0",
+            method="ptq",
+            finetune_epochs=epochs,
+            train_config=cfg(),
+            example_inputs=example,
+            latency_batches=(),
+            progress=False,
         )
         record(label, res.model, 8, epochs, time.perf_counter() - t)
 
@@ -221,9 +252,16 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
     t = time.perf_counter()
     torch.manual_seed(seed)
     pruned = netdiet.compress(
-        dense, data.train, netdiet.Budget(flops=prune["budget"]), method="l1l2",
-        epochs=prune["gated_epochs"], finetune_epochs=prune["finetune_epochs"], train_config=cfg(),
-        example_inputs=example, latency_batches=(), progress=False,
+        dense,
+        data.train,
+        netdiet.Budget(flops=prune["budget"]),
+        method="l1l2",
+        epochs=prune["gated_epochs"],
+        finetune_epochs=prune["finetune_epochs"],
+        train_config=cfg(),
+        example_inputs=example,
+        latency_batches=(),
+        progress=False,
     ).model.eval()
     pruned_epochs = prune["gated_epochs"] + prune["finetune_epochs"]
     tag = f"l1l2-{int(prune['budget'] * 100)}%"
@@ -247,7 +285,9 @@ def run_model(profile: str, name: str, spec: dict[str, Any], prune: dict[str, An
         f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "wall_s": time.perf_counter() - t_all,
     }
 

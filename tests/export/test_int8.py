@@ -10,7 +10,8 @@ from torch import nn
 
 import netdiet
 from netdiet.errors import ConfigError
-from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int8
+from netdiet.export.int8 import to_onnx_dynamic_int8, to_onnx_int4_weights, to_onnx_int8
+from netdiet.export.onnx import to_onnx
 from netdiet.quant import (
     attach_quantizers,
     calibrate_activations,
@@ -137,3 +138,14 @@ def test_dynamic_int8_refuses_a_fake_quantized_model(tmp_path) -> None:
     with pytest.raises(ConfigError, match="learned scales"):
         to_onnx_dynamic_int8(m, (torch.randn(1, 3, 16, 16),), tmp_path / "q.onnx", batches())
     assert not list(tmp_path.iterdir())
+
+
+def test_int4_weight_only_stores_every_matmul_in_4_bits_and_stays_close(tmp_path) -> None:
+    model = tiny_bert()
+    batches = [token_batch(8, 12, i) for i in range(3)]
+    result = to_onnx_int4_weights(model, token_batch(1, 12, 9), tmp_path / "b4.onnx", batches)
+    assert result.int8_kernels["MatMulNBits"] >= 4 and result.top1_agreement is not None
+    fp32 = to_onnx(model, token_batch(1, 12, 9), tmp_path / "b.onnx")
+    assert result.path.stat().st_size < fp32.stat().st_size
+    with pytest.raises(ConfigError, match="power of two"):
+        to_onnx_int4_weights(model, token_batch(1, 12, 9), tmp_path / "x.onnx", batches, block_size=24)
