@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from netdiet import __version__
@@ -22,7 +22,8 @@ from netdiet.export.exporter import RECIPE_ATTR, shrink
 from netdiet.export.lowrank import factorize
 from netdiet.export.recipe import build_inputs, fingerprint
 from netdiet.export.slicing import copy_model
-from netdiet.quant import QuantPlan, apply_plan
+from netdiet.quant import QuantPlan, apply_plan, quantized_layers
+from netdiet.quant.pack import pack_weights, unpack_weights
 
 RECIPE_FILE = "recipe.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -56,7 +57,14 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
     recipe = dict(getattr(model, RECIPE_ATTR, None) or {"format": "netdiet.recipe/1", "keep": None})
     recipe["netdiet_version"] = __version__
     recipe["model_fingerprint"] = fingerprint(model)
-    _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_model(model, tmp))
+    if quantized_layers(model):
+        # quantized weights as packed integer codes (two per byte at <= 4 bits) plus the bit manifest
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        recipe["packed_weights"] = pack_weights(model, state)
+        _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    else:
+        recipe.pop("packed_weights", None)
+        _atomic_write(out / WEIGHTS_FILE, lambda tmp: save_model(model, tmp))
     text = json.dumps(recipe, indent=1, sort_keys=True)
     _atomic_write(out / RECIPE_FILE, lambda tmp: Path(tmp).write_text(text))
     return out
@@ -118,7 +126,12 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
             ) from exc
         setattr(model, RECIPE_ATTR, recipe)
     try:
-        missing, unexpected = load_model(model, str(weights), strict=True)
+        if recipe.get("packed_weights"):
+            state = load_file(str(weights))
+            unpack_weights(model, state, recipe["packed_weights"])
+            model.load_state_dict(state, strict=True)
+        else:
+            missing, unexpected = load_model(model, str(weights), strict=True)
     except Exception as exc:
         raise RecipeError(f"{weights} does not fit the rebuilt model: {exc}") from exc
     for key, value in model.state_dict().items():
