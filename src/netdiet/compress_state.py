@@ -39,7 +39,7 @@ def save_gated(
 ) -> None:
     """Save the slim model of a finished gated phase; state.json is written last, so it marks completion."""
     where = work_dir / GATED_DIR
-    save(exported.model, where)
+    save(exported.model, where, packed=False)  # resuming must continue from the latent float weights
     atomic_write_json(
         where / STATE_FILE,
         {

@@ -41,8 +41,12 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write `path/recipe.json` and `path/model.safetensors` (each written to a temp file, then renamed)."""
+def save(model: nn.Module, path: str | os.PathLike, *, packed: bool = True) -> Path:
+    """Write `path/recipe.json` and `path/model.safetensors` (each written to a temp file, then renamed).
+
+    A quantized model's weights are stored as packed integer codes (`packed`; what deploys), which drops
+    the latent float weights quantization-aware training updates; `packed=False` keeps them, to resume
+    training exactly."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{out} exists and is not a directory; netdiet.save writes a directory")
@@ -57,7 +61,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
     recipe = dict(getattr(model, RECIPE_ATTR, None) or {"format": "netdiet.recipe/1", "keep": None})
     recipe["netdiet_version"] = __version__
     recipe["model_fingerprint"] = fingerprint(model)
-    if quantized_layers(model):
+    if packed and quantized_layers(model):
         # quantized weights as packed integer codes (two per byte at <= 4 bits) plus the bit manifest
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         recipe["packed_weights"] = pack_weights(model, state)
