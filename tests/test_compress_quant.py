@@ -69,7 +69,7 @@ def test_ptq_refuses_a_budget_quantization_cannot_meet(digits) -> None:
         netdiet.compress(small_resnet(), digits.train, "bops=0.5", method="ptq", bits=32)
 
 
-def test_quantization_aware_fine_tuning_runs_at_a_tenth_of_the_lr_and_stays_finite(digits) -> None:
+def test_quantization_aware_fine_tuning_runs_at_a_fortieth_of_the_lr_and_stays_finite(digits) -> None:
     result = netdiet.compress(
         small_resnet(),
         digits.train,
@@ -79,6 +79,6 @@ def test_quantization_aware_fine_tuning_runs_at_a_tenth_of_the_lr_and_stays_fini
         train_config=TrainConfig(lr=0.02, progress=False),
         latency_batches=(),
     )
-    assert result.report["finetune_lr"] == pytest.approx(0.002)
+    assert result.report["finetune_lr"] == pytest.approx(0.02 * 0.025)
     assert len(result.history) == 1 and result.history[0]["train_loss"] < 10
     assert all(q.weight_bits == 8 for q in quantized_layers(result.model).values())

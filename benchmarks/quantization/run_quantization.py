@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -282,7 +283,7 @@ def run_model(
         "prune": prune,
         "rows": rows,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
-        f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
+        f"{os.cpu_count()} cores (shared with the other benchmark processes of this run)",
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,
         "commit": subprocess.run(
