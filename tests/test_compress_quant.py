@@ -82,3 +82,22 @@ def test_quantization_aware_fine_tuning_runs_at_a_fortieth_of_the_lr_and_stays_f
     assert result.report["finetune_lr"] == pytest.approx(0.02 * 0.025)
     assert len(result.history) == 1 and result.history[0]["train_loss"] < 10
     assert all(q.weight_bits == 8 for q in quantized_layers(result.model).values())
+
+
+def test_a_quantization_aware_fine_tune_that_makes_things_worse_is_undone(digits) -> None:
+    ptq = netdiet.compress(small_resnet(), digits.train, "bops=0.1", method="ptq", latency_batches=())
+    with pytest.warns(UserWarning, match="returning the post-training quantized model"):
+        bad = netdiet.compress(
+            small_resnet(),
+            digits.train,
+            "bops=0.1",
+            method="ptq",
+            finetune_epochs=1,
+            train_config=TrainConfig(lr=40.0, grad_clip=None, progress=False),  # 1.0 after the QAT scale
+            latency_batches=(),
+        )
+    check = bad.report["qat_check"]
+    assert check["kept"] == "ptq" and check["loss_after"] > 1.5 * check["loss_before"]
+    x = next(iter(digits.train)).inputs[0][:8]
+    with torch.no_grad():
+        assert torch.equal(bad.model(x), ptq.model(x))

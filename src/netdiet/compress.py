@@ -21,12 +21,14 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from netdiet.compress_state import FINETUNE_DIR, load_gated, save_gated
@@ -256,9 +258,21 @@ def compress(
             cfg = replace(cfg, lr=cfg.lr * QAT_LR_SCALE)
         ft_dir = work / FINETUNE_DIR if work is not None else None
         resume = ft_dir is not None and has_checkpoint(ft_dir / "checkpoint")
+        before_qat = copy.deepcopy(slim) if comp.bits < 32 else None
         history += fit_inplace(
             slim, train_data, {}, cfg, teacher=teacher, run_dir=ft_dir, resume=resume
         ).history
+        if before_qat is not None:
+            loss_before, loss_after = probe_loss(before_qat, train_data), probe_loss(slim, train_data)
+            qat_check = {"loss_before": loss_before, "loss_after": loss_after, "kept": "qat"}
+            if loss_after > QAT_WORSE_FACTOR * loss_before:
+                warnings.warn(
+                    f"quantization-aware fine-tuning made the model worse on training batches (loss "
+                    f"{loss_before:.3g} -> {loss_after:.3g}); returning the post-training quantized model. "
+                    "Lower the fine-tune lr (train_config=TrainConfig(lr=...)) to fine-tune it",
+                    stacklevel=2,
+                )
+                slim, qat_check["kept"] = before_qat, "ptq"
     finetune_s = time.perf_counter() - t_ft
     model = dense_ref  # every measurement of "dense" below uses the copy
 
@@ -297,6 +311,8 @@ def compress(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
     report["bits"] = comp.bits
+    if comp.bits < 32 and finetune_epochs > 0:
+        report["qat_check"] = qat_check
     report["finetune_lr"] = base.lr * (QAT_LR_SCALE if comp.bits < 32 else 1.0)
     report["dense"]["bops"] = exported.dense_cost["bops"]
     report["compressed"]["bops"] = exported.cost["bops"]
@@ -325,6 +341,27 @@ CALIBRATION_BATCHES = 8
 # accuracy); at 0.002 it kept PTQ's accuracy on CIFAR-10 (val 77.3 vs 77.35) but diverged on digits
 # (loss 4.9, val 12.7%); at 0.0005 digits kept PTQ's accuracy (78.7 vs 79.3).
 QAT_LR_SCALE = 0.025
+# QAT whose loss on the probe batches ends above this multiple of where it started is undone
+QAT_WORSE_FACTOR = 1.5
+
+
+def probe_loss(model: nn.Module, loader: Loader, batches: int = CALIBRATION_BATCHES) -> float:
+    """Mean cross-entropy of `model` (eval mode, no gradients) on the first `batches` training batches."""
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                logits = model(*batch.inputs)
+                logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+                total += float(F.cross_entropy(logits, batch.target, reduction="sum"))
+                n += int(batch.target.numel())
+    finally:
+        model.train(was)
+    return total / max(n, 1)
 
 
 def calibration_batches(loader: Loader, limit: int = CALIBRATION_BATCHES) -> list[Any]:
