@@ -38,8 +38,11 @@ from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.data.adapt import SplitBatches, as_loader
 from netdiet.data.batch import Loader
 from netdiet.errors import ConfigError
+from netdiet.export import RECIPE_ATTR
+from netdiet.export.handlers import quantize_exported
 from netdiet.methods import Budget, method_class
 from netdiet.profiling import prepare_latency_table
+from netdiet.quant import quantized_layers
 from netdiet.report import compare_latency
 from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 from netdiet.space import analyze
@@ -238,7 +241,10 @@ def compress(
                 comp.model, gated_data, {}, cfg, teacher=teacher, step_hook=_Hook(comp)
             ).history
         compress_train_s = time.perf_counter() - t_train
-        exported = comp.export()
+        # with bits: exported in float; a pruned model is fine-tuned in float and quantized after (ranges
+        # calibrated on a just-pruned model fit no fine-tuned one), an unpruned one (ptq) is quantized now
+        # and its fine-tune is quantization-aware
+        exported = comp.export(quantize=comp.bits >= 32)
         trace, gate_snapshots = comp.trace, snapshots(comp)
         if work is not None:
             save_gated(
@@ -251,14 +257,18 @@ def compress(
                 compress_train_s=compress_train_s,
             )
     slim = exported.model
+    quantize_after = comp.bits < 32 and prunes(exported)
+    if comp.bits < 32 and not quantize_after and not quantized_layers(slim):
+        slim = quantize_exported(comp.space, exported.assignment, slim, calibration_batches(train_data))
+        exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
     t_ft = time.perf_counter()
     if finetune_epochs > 0:
         cfg = replace(base, epochs=finetune_epochs, kd_alpha=distill, tensorboard=False)
-        if comp.bits < 32:  # quantization-aware: the BN-folded model has no normalisation to absorb steps
+        if comp.bits < 32 and not quantize_after:  # quantization-aware: BN is folded, frozen
             cfg = replace(cfg, lr=cfg.lr * QAT_LR_SCALE)
         ft_dir = work / FINETUNE_DIR if work is not None else None
         resume = ft_dir is not None and has_checkpoint(ft_dir / "checkpoint")
-        before_qat = copy.deepcopy(slim) if comp.bits < 32 else None
+        before_qat = copy.deepcopy(slim) if comp.bits < 32 and not quantize_after else None
         history += fit_inplace(
             slim, train_data, {}, cfg, teacher=teacher, run_dir=ft_dir, resume=resume
         ).history
@@ -273,6 +283,9 @@ def compress(
                     stacklevel=2,
                 )
                 slim, qat_check["kept"] = before_qat, "ptq"
+    if quantize_after:  # post-training quantization of the fine-tuned slim model
+        slim = quantize_exported(comp.space, exported.assignment, slim, calibration_batches(train_data))
+        exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
     finetune_s = time.perf_counter() - t_ft
     model = dense_ref  # every measurement of "dense" below uses the copy
 
@@ -311,7 +324,11 @@ def compress(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
     report["bits"] = comp.bits
-    if comp.bits < 32 and finetune_epochs > 0:
+    if comp.bits < 32:
+        report["quantized"] = (
+            "after the float fine-tune (pruned)" if quantize_after else "before the fine-tune"
+        )
+    if comp.bits < 32 and finetune_epochs > 0 and not quantize_after:
         report["qat_check"] = qat_check
     report["finetune_lr"] = base.lr * (QAT_LR_SCALE if comp.bits < 32 else 1.0)
     report["dense"]["bops"] = exported.dense_cost["bops"]
@@ -343,6 +360,14 @@ CALIBRATION_BATCHES = 8
 QAT_LR_SCALE = 0.025
 # QAT whose loss on the probe batches ends above this multiple of where it started is undone
 QAT_WORSE_FACTOR = 1.5
+
+
+def prunes(exported: Exported) -> bool:
+    """Whether the exported model is smaller than the dense one (units or ranks removed)."""
+    return (
+        exported.cost["params"] < exported.dense_cost["params"]
+        or exported.cost["flops"] < exported.dense_cost["flops"]
+    )
 
 
 def probe_loss(model: nn.Module, loader: Loader, batches: int = CALIBRATION_BATCHES) -> float:

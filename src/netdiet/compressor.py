@@ -169,15 +169,30 @@ class Compressor:
         """Per-step records of the method (relaxed cost, target, lambda, loss), empty for one-shot methods."""
         return list(getattr(self.method, "trace", []))
 
-    def export(self, verify: bool = True) -> Exported:
-        """Read off an assignment within the budget and return the slim, verified model."""
+    def export(self, verify: bool = True, quantize: bool = True) -> Exported:
+        """Read off an assignment within the budget and return the slim, verified model.
+
+        `quantize=False` leaves the bit knobs out of the exported model (they stay in the assignment
+        and its price): for a pruned model that is fine-tuned in float first and quantized after
+        (`quantize_exported`), since ranges calibrated on a just-pruned model fit no fine-tuned one."""
         method = self.method
         own = method.read_off()
         source = method.weights_for_export(own)
         assignment = method.context.complete(own)
-        slim, applied = export_assignment(
-            self.space, assignment, source=source, verify=verify, calibration=self.calibration
+        shapes = Assignment(
+            {k: v for k, v in assignment.items() if not k.startswith(("weight_bits:", "act_bits:"))}
         )
+        slim, applied = export_assignment(
+            self.space,
+            assignment if quantize else shapes,
+            source=source,
+            verify=verify,
+            calibration=self.calibration,
+        )
+        if not quantize:
+            recipe = dict(getattr(slim, RECIPE_ATTR))
+            recipe["assignment"] = assignment.to_json()
+            setattr(slim, RECIPE_ATTR, recipe)
         factorized = dict(applied.get("ranks", {}))
         # a rank that does not pay is priced as the dense layer (min of the two), as the handler exports it
         final = price(self.space, assignment, latency=self.latency)

@@ -212,3 +212,24 @@ def export_assignment(
     recipe["assignment"] = assignment.to_json()
     setattr(model, RECIPE_ATTR, recipe)
     return model, applied
+
+
+def quantize_exported(
+    space: Space,
+    assignment: Assignment,
+    model: nn.Module,
+    calibration: Iterable[Any],
+    *,
+    verify: bool = True,
+) -> nn.Module:
+    """The quantise handler alone, on a model already sliced and factorised from `space` (e.g. after
+    it was fine-tuned in float): bits from `assignment`, ranges calibrated on `calibration`. The result
+    carries the quant plan in its recipe; `model` is not modified."""
+    handler = QuantiseHandler()
+    handler.calibration = calibration
+    result = handler.apply(space, Assignment(assignment).validate(space), model, verify=verify, source=model)
+    if "quant" in result.applied:
+        recipe = dict(getattr(result.model, RECIPE_ATTR, None) or {})
+        recipe["quant"] = result.applied["quant"]
+        setattr(result.model, RECIPE_ATTR, recipe)
+    return result.model
