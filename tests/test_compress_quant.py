@@ -101,3 +101,13 @@ def test_a_quantization_aware_fine_tune_that_makes_things_worse_is_undone(digits
     x = next(iter(digits.train)).inputs[0][:8]
     with torch.no_grad():
         assert torch.equal(bad.model(x), ptq.model(x))
+
+
+def test_int8_pruning_keeps_channel_counts_in_multiples_of_8() -> None:
+    model = small_resnet()
+    comp = netdiet.Compressor(model, (torch.randn(1, 3, 16, 16),), "bops=0.04", method="uniform", bits=8)
+    assert comp.method.context.multiples and set(comp.method.context.multiples.values()) == {8}
+    kept = {name: int(idx.numel()) for name, idx in comp.method.read_off().keep.items()}
+    sizes = {g.name: g.size for g in comp.space.groups}
+    assert any(kept[n] < sizes[n] for n in kept)
+    assert all(kept[n] % 8 == 0 for n in kept if n in comp.method.context.multiples)

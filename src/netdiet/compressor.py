@@ -59,6 +59,9 @@ class Exported:
         }
 
 
+INT8_CHANNEL_MULTIPLE = 8
+
+
 class Compressor:
     def __init__(
         self,
@@ -111,6 +114,13 @@ class Compressor:
         self.bits = int(bits)
         self.calibration = calibration
         fixed = Assignment.uniform_bits(self.space.knobs, self.bits) if self.bits < 32 else Assignment()
+        multiples: dict[str, int] = {}
+        if self.bits <= 8 and self.latency is None:
+            # int8 kernels want channel counts in multiples of 8: on ONNX Runtime CPU a ResNet-20 at half
+            # width ran 2.58x faster than dense fp32 in int8 with counts 8/16/32, 1.96x with 5/13/29 (which
+            # are fewer FLOPs, and 2.19x in fp32)
+            m = INT8_CHANNEL_MULTIPLE
+            multiples = {g.name: m for g in self.space.groups if g.size >= 2 * m and g.size % m == 0}
         self.method: Method = make_method(
             method,
             model,
@@ -119,6 +129,7 @@ class Compressor:
             latency=self.latency,
             evaluator=self._evaluate if evaluator is not None else None,
             fixed=fixed,
+            multiples=multiples,
             **config,
         )
         if total_steps is not None:

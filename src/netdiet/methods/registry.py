@@ -66,15 +66,24 @@ def make_method(
     latency: LatencyModel | None = None,
     evaluator: Evaluator | None = None,
     fixed: Assignment | None = None,
+    multiples: dict[str, int] | None = None,
     **options: Any,
 ) -> Method:
     """Build method `name` on `space` for `budget`; `options` are fields of its Config. `fixed`: knobs
-    the caller sets for every candidate (bit widths), priced with them and merged into the read-off."""
+    the caller sets for every candidate (bit widths), priced with them and merged into the read-off.
+    `multiples`: group name -> channel multiple the read-off keeps (default: the latency table's)."""
     cls = method_class(name)
     known = options_of(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
         takes = f"its options are {sorted(known)}" if known else "it takes no options"
         raise ConfigError(f"method '{name}' has no option(s) {unknown}; {takes}")
-    context = MethodContext(space, budget, latency=latency, evaluator=evaluator, fixed=fixed or Assignment())
+    context = MethodContext(
+        space,
+        budget,
+        latency=latency,
+        evaluator=evaluator,
+        fixed=fixed or Assignment(),
+        multiples=dict(multiples or {}),
+    )
     return cls(model, context, cls.Config(**options))
