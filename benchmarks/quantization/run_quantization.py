@@ -11,7 +11,9 @@ augmentation as the compression benchmark. Rows per model:
   netdiet's static QDQ writer does not cover;
 - qat: ptq followed by `qat_epochs` of distilled quantization-aware fine-tuning (CNNs);
 - l1l2-50%: `netdiet.compress(flops=0.5)` as in the compression benchmark (1 gated + 2 fine-tune epochs);
-- l1l2-50%+ptq / +qat: the same on the pruned model.
+- l1l2-50%+ptq / +qat: the same on the pruned model;
+- l1l2 bops=0.03125 (CNNs): the one-call product path, `compress(budget=bops)`: 8 bits fixed, channel
+  counts in multiples of 8, float fine-tune, then quantized.
 
 Accuracy is measured twice: the PyTorch model (fake-quant for int8 rows) on val and test, and the ONNX
 file in ONNX Runtime on the test split (what deploys). Latency: ONNX Runtime CPU, 1 thread, every file
@@ -270,6 +272,23 @@ def run_model(
     quantize(f"{tag}+ptq", pruned, 0)
     if spec["qat_epochs"]:
         quantize(f"{tag}+qat", pruned, spec["qat_epochs"])
+    if spec["int8"] == "static":  # the product path: one call to a BOPs budget (int8 channel multiples)
+        t = time.perf_counter()
+        torch.manual_seed(seed)
+        target = prune["budget"] * 0.0625
+        joint = netdiet.compress(
+            dense,
+            data.train,
+            netdiet.Budget(bops=target),
+            method="l1l2",
+            epochs=prune["gated_epochs"],
+            finetune_epochs=prune["finetune_epochs"],
+            train_config=cfg(),
+            example_inputs=example,
+            latency_batches=(),
+            progress=False,
+        ).model
+        record(f"l1l2 bops={target:.4g} (int8)", joint, 8, pruned_epochs, time.perf_counter() - t)
     latency = {f"b{b}": time_files(files, example, b) for b in (1, 64)}
     for row in rows:
         for b in (1, 64):
