@@ -133,7 +133,9 @@ def test_an_unreachable_latency_budget_is_refused_before_any_training(digits, me
 
     monkeypatch.setattr(module, "fit_inplace", no_training)
     model = netdiet.zoo.build("resnet20", widths=[8, 16, 32])
-    with pytest.raises(ConfigError, match=r"smallest reachable latency_ms is [0-9.]+ \([0-9.]+% of dense"):
+    with pytest.raises(
+        ConfigError, match=r"smallest reachable latency_ms is [0-9.]+ \([0-9.]+% of the dense"
+    ):
         netdiet.compress(
             model, digits.train, "latency=0.01", method=method, latency_backend="synthetic", progress=False
         )

@@ -37,7 +37,7 @@ from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.data.adapt import SplitBatches, as_loader
 from netdiet.data.batch import Loader
-from netdiet.errors import ConfigError
+from netdiet.errors import ConfigError, VerificationError
 from netdiet.export import RECIPE_ATTR
 from netdiet.export.handlers import quantize_exported
 from netdiet.methods import Budget, method_class
@@ -214,9 +214,11 @@ def compress(
         space=space,
         evaluator=evaluator,
         bits=bits,
-        calibration=calibration_batches(train_data),
         **(method_options or {}),
     )
+    # real batches for activation ranges and the int8 check, read once (only when something is quantized)
+    calibration = calibration_batches(train_data) if comp.bits < 32 else []
+    comp.calibration = calibration
     if not 0 <= distill <= 1:
         raise ConfigError(f"distill must be in [0, 1], got {distill}")
     base = train_config or default_finetune_config(model, progress=progress)
@@ -259,7 +261,7 @@ def compress(
     slim = exported.model
     quantize_after = comp.bits < 32 and prunes(exported)
     if comp.bits < 32 and not quantize_after and not quantized_layers(slim):
-        slim = quantize_exported(comp.space, exported.assignment, slim, calibration_batches(train_data))
+        slim = quantize_exported(comp.space, exported.assignment, slim, calibration)
         exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
     t_ft = time.perf_counter()
     if finetune_epochs > 0:
@@ -284,7 +286,7 @@ def compress(
                 )
                 slim, qat_check["kept"] = before_qat, "ptq"
     if quantize_after:  # post-training quantization of the fine-tuned slim model
-        slim = quantize_exported(comp.space, exported.assignment, slim, calibration_batches(train_data))
+        slim = quantize_exported(comp.space, exported.assignment, slim, calibration)
         exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
     finetune_s = time.perf_counter() - t_ft
     model = dense_ref  # every measurement of "dense" below uses the copy
@@ -336,9 +338,7 @@ def compress(
     report["compressed"]["weight_bytes"] = exported.cost["weight_bytes"]
     if comp.bits < 32:
         # the fake-quant model is slower in PyTorch than the float one; what deploys is the int8 file
-        report["int8_onnx"] = int8_latency(
-            model, slim, inputs, calibration_batches(train_data), latency_batches
-        )
+        report["int8_onnx"] = int8_latency(model, slim, inputs, calibration, latency_batches)
     else:
         for b in latency_batches:
             batch_inputs = tuple(t[:1].expand(b, *t.shape[1:]).contiguous() for t in inputs)
@@ -419,12 +419,14 @@ def int8_latency(
         try:
             fp32 = to_onnx(dense, inputs, Path(tmp) / "dense.onnx")
             int8 = to_onnx_int8(quantized, inputs, Path(tmp) / "int8.onnx", calibration)
-        except (ConfigError, ImportError) as exc:
+        except (ConfigError, VerificationError, ImportError) as exc:
             return {"skipped": str(exc)}
         out: dict[str, Any] = {
             "max_rel_error": int8.max_rel_error,
             "top1_agreement": int8.top1_agreement,
             "int8_kernels": int8.int8_kernels,
+            "int8_layers": int8.layers,  # of the quantized layers, those ONNX Runtime runs on int8 kernels
+            "quantized_layers": len(quantized_layers(quantized)),
             "dense_file_bytes": fp32.stat().st_size,
             "int8_file_bytes": int8.path.stat().st_size,
         }

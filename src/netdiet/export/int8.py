@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,18 @@ def _init(name: str, array: np.ndarray) -> Any:
 def _layer_of(weight: str, layers: dict[str, QuantizedLayer]) -> QuantizedLayer | None:
     path = weight[: -len(".weight")] if weight.endswith(".weight") else None
     return layers.get(path) if path is not None else None
+
+
+def _qdq(source: str, key: str) -> tuple[list[Any], str]:
+    """QuantizeLinear -> DequantizeLinear of `source` with the `{key}_scale` / `{key}_zero` initializers;
+    the nodes and the name of the dequantized output."""
+    from onnx import helper
+
+    scale, zero = f"{key}_scale", f"{key}_zero"
+    return [
+        helper.make_node("QuantizeLinear", [source, scale, zero], [f"{key}_q"], name=f"{key}_Q"),
+        helper.make_node("DequantizeLinear", [f"{key}_q", scale, zero], [f"{key}_dq"], name=f"{key}_DQ"),
+    ], f"{key}_dq"
 
 
 def insert_qdq(model_proto: Any, layers: dict[str, QuantizedLayer]) -> tuple[int, int, list[str]]:
@@ -124,23 +136,8 @@ def insert_qdq(model_proto: Any, layers: dict[str, QuantizedLayer]) -> tuple[int
                 _init(f"{key}_in_zero", z_in),
             ]
         )
-        src = node.input[0]
-        new.append(
-            helper.make_node(
-                "QuantizeLinear",
-                [src, f"{key}_in_scale", f"{key}_in_zero"],
-                [f"{key}_in_q"],
-                name=f"{key}_in_Q",
-            )
-        )
-        new.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{key}_in_q", f"{key}_in_scale", f"{key}_in_zero"],
-                [f"{key}_in_dq"],
-                name=f"{key}_in_DQ",
-            )
-        )
+        pair, dequantized = _qdq(node.input[0], f"{key}_in")
+        new.extend(pair)
         new.append(
             helper.make_node(
                 "DequantizeLinear",
@@ -150,7 +147,7 @@ def insert_qdq(model_proto: Any, layers: dict[str, QuantizedLayer]) -> tuple[int
                 axis=axis,
             )
         )
-        node.input[0] = f"{key}_in_dq"
+        node.input[0] = dequantized
         node.input[1] = f"{weight}_dq"
         if len(node.input) > 2 and node.input[2] in inits:
             b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
@@ -184,20 +181,7 @@ def insert_qdq(model_proto: Any, layers: dict[str, QuantizedLayer]) -> tuple[int
                     _init(f"{key}_out_zero", np.array(layer.output_zero_point or 0, dtype=np.uint8)),
                 ]
             )
-            after[index] = [
-                helper.make_node(
-                    "QuantizeLinear",
-                    [out, f"{key}_out_scale", f"{key}_out_zero"],
-                    [f"{key}_out_q"],
-                    name=f"{key}_out_Q",
-                ),
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{key}_out_q", f"{key}_out_scale", f"{key}_out_zero"],
-                    [f"{key}_out_dq"],
-                    name=f"{key}_out_DQ",
-                ),
-            ]
+            after[index], _ = _qdq(out, f"{key}_out")
             renames[out] = f"{key}_out_dq"
             pairs += 1
         done += 1
@@ -307,6 +291,7 @@ def _int8_kernels(path: Path, optimized: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in onnx.load(str(optimized)).graph.node:
         if node.op_type.startswith(("QLinear", "DynamicQuantize")) or node.op_type in (
+            "MatMulNBits",
             "QGemm",
             "MatMulInteger",
             "ConvInteger",
@@ -357,6 +342,48 @@ def _check(
     return (worst, share, worst_abs) if absolute else (worst, share)
 
 
+def _quantize_float_export(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    check: Iterable[Any],
+    quantize: Callable[[Path, Path], None],
+    *,
+    what: str,
+    check_batches: int,
+    max_rel_error: float,
+) -> tuple[Path, float, float | None, dict[str, int]]:
+    """The fp32 export of a float `model`, rewritten by an ONNX Runtime quantization tool
+    (`quantize(fp32_path, out_path)`), checked against `model` and only then moved to `path`.
+    Returns (path, max relative error, top-1 agreement, int8 kernels in ORT's optimised graph)."""
+    _require()
+    if quantized_layers(model):
+        raise ConfigError(
+            f"{what} quantizes a float model; this one has fake quantizers (use to_onnx_int8, which keeps "
+            "their learned scales)"
+        )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fp32 = to_onnx(model, example_inputs, staging / "fp32.onnx")
+        names = [f"input_{i}" for i in range(len(_tensors(example_inputs)))]
+        batches = _batches_as_numpy(check, names, check_batches)
+        tmp = staging / out.name
+        quantize(fp32, tmp)
+        err, agree = _check(model, tmp, batches, names)
+        if err > max_rel_error and (agree is None or agree < 0.9):
+            raise VerificationError(
+                f"{what} ONNX differs from the float model by {err:.3g} (max relative error) with top-1 "
+                f"agreement {agree}; keep this model at higher precision"
+            )
+        kernels = _int8_kernels(tmp, staging / "optimized.onnx")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out, err, agree, kernels
+
+
 def to_onnx_dynamic_int8(
     model: nn.Module,
     example_inputs: Any,
@@ -370,34 +397,25 @@ def to_onnx_dynamic_int8(
     run time per batch (ONNX Runtime's `quantize_dynamic`; MatMulInteger kernels). No calibration, and
     the choice for transformers: their linears are MatMuls on activations whose range moves with every
     input, and ONNX Runtime has no static int8 attention. Checked against `model` on `check` batches."""
-    _require()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if quantized_layers(model):
-        raise ConfigError(
-            "dynamic int8 quantizes a float model; this one has fake quantizers (use to_onnx_int8, which "
-            "keeps their learned scales)"
-        )
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        fp32 = to_onnx(model, example_inputs, staging / "fp32.onnx")
-        names = [f"input_{i}" for i in range(len(_tensors(example_inputs)))]
-        batches = _batches_as_numpy(check, names, check_batches)
-        tmp = staging / out.name
+    def quantize(fp32: Path, tmp: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
         quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=False)
-        err, agree = _check(model, tmp, batches, names)
-        if err > max_rel_error and (agree is None or agree < 0.9):
-            raise VerificationError(
-                f"dynamic int8 ONNX differs from the float model by {err:.3g} (max relative error) with "
-                f"top-1 agreement {agree}; keep this model in float"
-            )
-        kernels = _int8_kernels(tmp, staging / "optimized.onnx")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    layers = int(sum(kernels.get(k, 0) for k in ("MatMulInteger", "DynamicQuantizeMatMul")))
+
+    out, err, agree, kernels = _quantize_float_export(
+        model,
+        example_inputs,
+        path,
+        check,
+        quantize,
+        what="dynamic int8",
+        check_batches=check_batches,
+        max_rel_error=max_rel_error,
+    )
+    layers = int(
+        sum(kernels.get(k, 0) for k in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"))
+    )
     return Int8Export(
         out, layers, 0, err, agree, kernels, ["dynamic: activations quantized per batch at run time"]
     )
@@ -418,41 +436,32 @@ def to_onnx_int4_weights(
     ONNX Runtime's own `MatMulNBitsQuantizer`. It buys size; measured on these machines it is not faster
     than fp32 for the small BERT-style model at batch 1 or 64, so use it where bytes are the budget.
     Checked against `model` on `check` batches."""
-    _require()
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     if block_size < 16 or block_size & (block_size - 1):
         raise ConfigError(
             f"block_size must be a power of two >= 16 (ONNX Runtime's kernels), got {block_size}"
         )
-    if quantized_layers(model):
-        raise ConfigError("4-bit weight-only export quantizes a float model; this one has fake quantizers")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        fp32 = to_onnx(model, example_inputs, staging / "fp32.onnx")
-        names = [f"input_{i}" for i in range(len(_tensors(example_inputs)))]
-        batches = _batches_as_numpy(check, names, check_batches)
+
+    def quantize(fp32: Path, tmp: Path) -> None:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
         quantizer = MatMulNBitsQuantizer(
             onnx.load(str(fp32)), bits=4, block_size=block_size, is_symmetric=True
         )
         quantizer.process()
-        tmp = staging / out.name
         quantizer.model.save_model_to_file(str(tmp), use_external_data_format=False)
-        replaced = sum(n.op_type == "MatMulNBits" for n in onnx.load(str(tmp)).graph.node)
-        if replaced == 0:
+        if not any(n.op_type == "MatMulNBits" for n in onnx.load(str(tmp)).graph.node):
             raise ConfigError("the model has no MatMul with a constant weight: nothing to store in 4 bits")
-        err, agree = _check(model, tmp, batches, names)
-        if err > max_rel_error and (agree is None or agree < 0.9):
-            raise VerificationError(
-                f"4-bit weight-only ONNX differs from the float model by {err:.3g} (max relative error) with "
-                f"top-1 agreement {agree}; keep this model in 8 bits"
-            )
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return Int8Export(
-        out, replaced, 0, err, agree, {"MatMulNBits": replaced}, [f"int4 weights, blocks of {block_size}"]
+
+    out, err, agree, kernels = _quantize_float_export(
+        model,
+        example_inputs,
+        path,
+        check,
+        quantize,
+        what="4-bit weight-only",
+        check_batches=check_batches,
+        max_rel_error=max_rel_error,
     )
+    replaced = kernels.get("MatMulNBits", 0)
+    return Int8Export(out, replaced, 0, err, agree, kernels, [f"int4 weights, blocks of {block_size}"])

@@ -59,15 +59,16 @@ class Method:
         self.latency = context.latency
         self.multiples = context.multiples
         self.dense = float(context.price())  # every knob at its largest, with the fixed bits
-        self.target = context.budget.target(context.reference())  # relative to dense fp32
+        self.reference = context.reference()  # the dense fp32 model: what a relative budget is a fraction of
+        self.target = context.budget.target(self.reference)
         self.model: nn.Module = model
 
     def check_feasible(self, minimum: float) -> None:
         if minimum > self.target:
             raise ConfigError(
                 f"budget {self.metric} <= {self.target:.4g} is below what the model's constraints allow: the "
-                f"smallest reachable {self.metric} is {minimum:.4g} ({minimum / self.dense:.1%} of dense "
-                f"{self.dense:.4g}). Raise the budget or exclude fewer modules."
+                f"smallest reachable {self.metric} is {minimum:.4g} ({minimum / self.reference:.1%} of the dense "
+                f"fp32 model's {self.reference:.4g}). Raise the budget or exclude fewer modules."
             )
 
     def begin(self, total_steps: int) -> None:
