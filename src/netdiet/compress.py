@@ -189,6 +189,13 @@ def compress(
     space = analyze(model, inputs, exclude=exclude)  # traced once, shared by the table and the method
     table: LatencyTable | None = None
     if budget.needs_latency or latency_table is not None:
+        resolved_bits = (
+            bits
+            if bits is not None
+            else (8 if budget.metric == "bops" else method_class(method).default_bits)
+        )
+        # a quantized result runs int8 kernels: its latency is priced from int8 timings, measured here
+        precisions = ("fp32", "int8") if int(resolved_bits) <= 8 and budget.needs_latency else ("fp32",)
         table = prepare_latency_table(
             space,
             latency_table,
@@ -196,6 +203,7 @@ def compress(
             batch=latency_batch,
             force=force_table,
             progress=progress,
+            precisions=precisions,
         )
     evaluator: Callable[[nn.Module], float] | None = None
     if method_class(method).needs_evaluator:  # a method that scores candidates gets the held-out metric
@@ -500,8 +508,10 @@ def latency_section(
     inputs: Any,
 ) -> dict[str, Any]:
     """Predicted and measured latency of both models on the table's backend (interleaved, best of three
-    medians each), and how much of the predicted reduction was measured."""
+    medians each), and how much of the predicted reduction was measured. A quantized result is timed as
+    the int8 ONNX file it deploys as, against the dense fp32 model."""
     env = latency.table.env
+    precision = "int8" if quantized_layers(slim) else "fp32"
     runners = [
         prepare_runner(
             m,
@@ -510,8 +520,9 @@ def latency_section(
             batch=latency.batch,
             threads=int(env["threads"]),
             dtype=env["dtype"],
+            precision=p,
         )
-        for m in (dense, slim)
+        for m, p in ((dense, "fp32"), (slim, precision))
     ]
     dense_ms, (slim_ms,) = time_against_reference(
         runners[0], runners[1:], TimingProtocol(min_sample_ms=2.0), rounds=5
@@ -524,7 +535,8 @@ def latency_section(
         "batch": latency.batch,
         "threads": int(env["threads"]),
         "device": env["device"],
-        "calibrated": latency.calibrated,
+        "calibrated": latency.calibrated and latency.is_calibrated(precision),
+        "precision": precision,
         "predicted_dense_ms": dense_cost["latency_ms"],
         "predicted_ms": compressed_cost["latency_ms"],
         "predicted_ratio": predicted_ratio,

@@ -45,6 +45,7 @@ def prepare_latency_table(
     protocol: TimingProtocol | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> LatencyTable:
     """A table covering every layer shape of `space`, checked for this machine and calibrated for it.
 
@@ -52,7 +53,9 @@ def prepare_latency_table(
     resumed if a profile was killed) or None (measured now with `backend`, default onnxruntime where
     installed, at `batch`, default 1). The result is written to `save_to`, else back to `table`'s path.
     An existing table measured with another backend, batch or thread count than the ones asked for is
-    refused unless `force` (then its own settings are used).
+    refused unless `force` (then its own settings are used). `precisions=("fp32", "int8")` adds the
+    int8 axis: every layer shape also timed with the runtime's int8 kernels, calibrated end to end on
+    int8 exports.
     """
     path = Path(save_to) if save_to is not None else (Path(table) if isinstance(table, (str, Path)) else None)
     start: LatencyTable | None = table if isinstance(table, LatencyTable) else None
@@ -82,9 +85,11 @@ def prepare_latency_table(
         table=start,
         force=force or start is not None,
         progress=progress,
+        precisions=precisions,
     )
     if path is not None:
         result.save(path)
-    if calibrate > 0 and not LatencyModel(space, result).calibrated:
-        calibrate_latency(space, result, n_fit=calibrate, path=path, progress=log)
+    for precision in precisions:
+        if calibrate > 0 and not LatencyModel(space, result).is_calibrated(precision):
+            calibrate_latency(space, result, n_fit=calibrate, path=path, progress=log, precision=precision)
     return result

@@ -179,3 +179,28 @@ def test_compress_cli_with_a_latency_budget_profiles_and_reports_latency(
     assert main(argv_bad) == 2
     assert "is not a netdiet latency table" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_profile_int8_adds_the_precision_axis_calibrated_and_validated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], resnet20_space
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "r20-int8.json"
+    assert main(profile_argv(out, "--int8")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = LatencyTable.load(out)
+    assert table.precisions == ("fp32", "int8") and summary["precisions"] == ["fp32", "int8"]
+    latency = LatencyModel(resnet20_space, table)
+    assert latency.is_calibrated("fp32") and latency.is_calibrated("int8")
+    assert summary["int8_predicted_ms"] < summary["dense_predicted_ms"]
+    assert "validation_int8" in summary and "validation" in summary
+    int8_cal = table.calibration[latency.calibration_key("int8")]
+    assert int8_cal["precision"] == "int8" and len(int8_cal["validation"]["variants"]) == 2
+    # an fp32 table is completed with the int8 axis in place, its fp32 entries kept
+    plain = tmp_path / "plain.json"
+    assert main(profile_argv(plain)) == 0
+    before = LatencyTable.load(plain)
+    capsys.readouterr()
+    assert main(profile_argv(plain, "--int8")) == 0
+    after = LatencyTable.load(plain)
+    assert after.precisions == ("fp32", "int8")
+    assert {k: e.grid for k, e in after.entries.items()} == {k: e.grid for k, e in before.entries.items()}

@@ -1,10 +1,13 @@
 """`netdiet profile MODEL`: measure the latency table of a model on this machine, calibrate, validate.
 
     netdiet profile resnet20 --backend onnxruntime --batch 64 --out r20-ort-b64.json --validate 10
+    netdiet profile resnet20 --batch 64 --int8 --out r20-ort-b64.json   # add the int8 precision axis
 
 Measures every conv/linear layer shape of MODEL over a grid of channel counts (resumable: run the same
 command again after a kill and finished shapes are kept), fits the per-model overhead on real pruned
 variants, and with --validate N reports the prediction error on N held-out variants, stored in the table.
+With --int8 every layer shape is also timed with ONNX Runtime's int8 kernels (QLinearConv, QGemm, ...),
+calibrated on int8 exports and validated the same way, so a latency budget prices quantized layers.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--validate", type=int, default=0, help="held-out variants to check predictions on")
     p.add_argument("--repeats", type=int, default=25, help="timed repeats per measurement (median)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also time every layer with the runtime's int8 kernels (the precision axis; onnxruntime)",
+    )
     p.add_argument("--force-table", action="store_true", help="use a table from another environment")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
@@ -76,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model, inputs = _model(args.model, args.input_shape)
     space = analyze(model, inputs)
+    precisions = ("fp32", "int8") if args.int8 else ("fp32",)
     log = None if args.no_progress else (lambda msg: print(msg, flush=True))
     table = prepare_latency_table(
         space,
@@ -88,25 +97,33 @@ def run(args: argparse.Namespace) -> int:
         protocol=TimingProtocol(repeats=args.repeats),
         progress=not args.no_progress,
         log=log,
+        precisions=precisions,
     )
     latency = LatencyModel(space, table)
     summary: dict[str, Any] = {
         "table": str(out),
         "env": table.env,
         "layer_shapes": len(table.entries),
+        "precisions": list(table.precisions),
         "multiples": {k: e.multiple for k, e in table.entries.items() if e.multiple > 1},
         "dense_predicted_ms": latency.predict_keep(None),
     }
-    if latency.calibrated:
-        cal = table.calibration[latency.fingerprint]
-        summary["calibration"] = {
-            k: cal[k] for k in ("scale", "unaligned_ms", "overhead_ms", "dense_measured_ms")
-        }
-    if args.validate:
-        result = validate_latency(space, table, n=args.validate, progress=log)
-        table.calibration[latency.fingerprint]["validation"] = result
-        table.save(out)
-        keys = ("median_abs_error", "max_abs_error", "median_abs_ratio_error", "max_abs_ratio_error")
-        summary["validation"] = {k: result[k] for k in keys}
+    if "int8" in precisions:
+        summary["int8_predicted_ms"] = latency.predict_keep(None, latency.uniform_bits(8))
+        summary["int8_kernels"] = {k: e.int8.kernels for k, e in table.entries.items() if e.int8 is not None}
+    for precision in precisions:
+        key = latency.calibration_key(precision)
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        if latency.is_calibrated(precision):
+            cal = table.calibration[key]
+            summary["calibration" + suffix] = {
+                k: cal[k] for k in ("scale", "unaligned_ms", "overhead_ms", "dense_measured_ms")
+            }
+        if args.validate:
+            result = validate_latency(space, table, n=args.validate, progress=log, precision=precision)
+            table.calibration[key]["validation"] = result
+            table.save(out)
+            keys = ("median_abs_error", "max_abs_error", "median_abs_ratio_error", "max_abs_ratio_error")
+            summary["validation" + suffix] = {k: result[k] for k in keys}
     print(json.dumps(summary, indent=1))
     return 0

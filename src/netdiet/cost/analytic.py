@@ -90,7 +90,8 @@ def cost(
     tensor): the layer is costed as the cheaper of dense and factorized, W[out, rest] = U[out, r] V[r, rest],
     because a factorization is only exported where it lowers the cost.
     `latency`: a LatencyModel of this space; the report then carries its predicted `latency_ms` (the
-    latency tables time dense layers, so `ranks` do not change it).
+    latency tables time dense layers, so `ranks` do not change it; bits do: a layer whose weight and input
+    are both <= 8 bits is priced from the table's int8 timings).
     """
     if keep is not None and any(not _is_count(v) for v in keep.values()):
         keep = space.validate(keep)
@@ -138,8 +139,34 @@ def cost(
             )
             entry.params = entry.params + n
             entry.weight_bytes = entry.weight_bytes + nbytes
-    latency_ms = latency.predict(counts) if latency is not None else None
+    latency_ms = None
+    if latency is not None:
+        latency_ms = latency.predict(counts, layer_bits(latency, weight_bits, act_bits))
     return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()), latency_ms)
+
+
+def layer_bits(
+    latency: LatencyModel, weight_bits: Mapping[str, Any] | None, act_bits: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Effective bits per timed layer: the larger of its weight and input bits (a layer runs int8 kernels
+    only when both are <= 8); layers neither names are left out (fp32)."""
+    if not weight_bits and not act_bits:
+        return None
+    out: dict[str, Any] = {}
+    for need in latency.needs:
+        w = (weight_bits or {}).get(need.shape.weight) if need.shape.weight else None
+        a = (act_bits or {}).get(need.shape.layer)
+        if w is None and a is None:
+            continue
+        w = 32 if w is None else w
+        a = 32 if a is None else a
+        if isinstance(w, torch.Tensor) or isinstance(a, torch.Tensor):
+            out[need.shape.layer] = torch.maximum(
+                torch.as_tensor(w, dtype=torch.float32), torch.as_tensor(a, dtype=torch.float32)
+            )
+        else:
+            out[need.shape.layer] = max(w, a)
+    return out
 
 
 def _rank_factor(space: Space, weight: str, counts: Mapping[int, Any], rank: Any) -> Any:

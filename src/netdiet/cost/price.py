@@ -28,8 +28,8 @@ def price(
 ) -> CostReport:
     """The cost report of `assignment` (knobs it does not name stay dense).
 
-    Bit knobs change BOPs and weight bytes; measured latency tables have no precision axis yet, so a
-    latency model prices widths only.
+    Bit knobs change BOPs and weight bytes, and latency where the table has int8 timings (a layer whose
+    weight and input bits are both <= 8 is priced at int8).
     """
     a = assignment if isinstance(assignment, Assignment) else Assignment(assignment or {})
     ranks = Assignment.of(ranks=a.ranks).counts()  # kept directions -> how many

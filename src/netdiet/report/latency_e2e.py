@@ -59,12 +59,23 @@ def prepare_runner(
     batch: int = 1,
     threads: int = 1,
     dtype: str = "float32",
+    precision: str = "fp32",
 ) -> Runner:
-    """Export/copy `model` once for `backend` so it can be timed many times (see the module docstring)."""
+    """Export/copy `model` once for `backend` so it can be timed many times (see the module docstring).
+
+    `precision="int8"`: exported as int8 QDQ ONNX, as `compress(bits=8)` exports it: a fake-quantized
+    model with its own scales, a float one with every conv/linear quantized to 8 bits and calibrated on
+    the example inputs; onnxruntime and synthetic only."""
     args = batched(example_inputs, batch)
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    if precision == "int8" and backend not in ("onnxruntime", "synthetic"):
+        raise ConfigError(f"backend '{backend}' has no int8 precision; use onnxruntime")
     if backend == "synthetic":
-        return Runner(fixed_ms=synthetic_model_ms(model, args))
+        return Runner(fixed_ms=synthetic_model_ms(model, args, precision))
     if backend == "onnxruntime":
+        if precision == "int8":
+            return _onnxruntime_int8_runner(model, args, threads)
         return _onnxruntime_runner(model, args, threads)
     if backend in ("torch", "cuda"):
         device = "cuda" if backend == "cuda" else "cpu"
@@ -95,9 +106,12 @@ def measure_model_ms(
     threads: int = 1,
     dtype: str = "float32",
     protocol: TimingProtocol | None = None,
+    precision: str = "fp32",
 ) -> float:
     """Median ms of one forward pass of `model` at `batch` on `backend` (see the module docstring)."""
-    runner = prepare_runner(model, example_inputs, backend, batch=batch, threads=threads, dtype=dtype)
+    runner = prepare_runner(
+        model, example_inputs, backend, batch=batch, threads=threads, dtype=dtype, precision=precision
+    )
     return runner.time(protocol or TimingProtocol())
 
 
@@ -120,27 +134,55 @@ def time_against_reference(
 
 
 def _onnxruntime_runner(model: nn.Module, args: tuple[torch.Tensor, ...], threads: int) -> Runner:
-    import onnxruntime as ort
-
     from netdiet.export.onnx import to_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         path = to_onnx(model, args, Path(tmp) / "model.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return _session_runner(str(path), args, threads)
+
+
+def _session_runner(path: str, args: tuple[torch.Tensor, ...], threads: int) -> Runner:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     feed = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
     return Runner(lambda: session.run(None, feed))
 
 
-def synthetic_model_ms(model: nn.Module, args: tuple[torch.Tensor, ...]) -> float:
+def _onnxruntime_int8_runner(model: nn.Module, args: tuple[torch.Tensor, ...], threads: int) -> Runner:
+    from netdiet.export.int8 import to_onnx_int8
+    from netdiet.quant import prepare_quantized, quantized_layers
+
+    example = tuple(a[:1] for a in args)
+    qmodel = model
+    if not quantized_layers(model):
+        # a timing needs the graph, not accuracy: calibrate on the inputs themselves, never refuse the file
+        qmodel, _ = prepare_quantized(model, example, [args], max_batches=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = to_onnx_int8(
+            qmodel,
+            example,
+            Path(tmp) / "model.int8.onnx",
+            [args],
+            check_batches=1,
+            max_rel_error=float("inf"),
+        )
+        return _session_runner(str(exported.path), args, threads)
+
+
+def synthetic_model_ms(model: nn.Module, args: tuple[torch.Tensor, ...], precision: str = "fp32") -> float:
+    from netdiet.quant import quantized_layers, strip_quantizers
     from netdiet.space import analyze
 
+    if quantized_layers(model):
+        model, _ = strip_quantizers(model)
     space = analyze(model, args)
     batch = int(args[0].shape[0])
     total = SYNTHETIC_OVERHEAD_MS
     for shape in space.analysis.layer_shapes:
-        total += synthetic_ms(signature_of(shape), batch, shape.in_channels, shape.out_channels)
+        total += synthetic_ms(signature_of(shape), batch, shape.in_channels, shape.out_channels, precision)
     return total

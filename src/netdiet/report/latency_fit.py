@@ -66,10 +66,11 @@ def _resize(kept: Any, n: int, size: int, seed: int) -> Any:
 
 
 def measure_keeps(
-    space: Space, keeps: list[Keep | None], table: LatencyTable, rounds: int = 3
+    space: Space, keeps: list[Keep | None], table: LatencyTable, rounds: int = 3, precision: str = "fp32"
 ) -> list[float]:
     """Export every keep-setting for real (None: the dense model) and time it end to end on the table's
-    backend, each as a ratio to the dense model timed just before it (`time_against_reference`)."""
+    backend, each as a ratio to the dense model timed just before it (`time_against_reference`); in
+    `precision` (int8: every conv/linear layer quantized, exported as int8 QDQ)."""
     from netdiet.export import export_model
     from netdiet.report.latency_e2e import prepare_runner, time_against_reference
 
@@ -82,6 +83,7 @@ def measure_keeps(
             batch=table.batch,
             threads=int(table.env["threads"]),
             dtype=str(table.env["dtype"]),
+            precision=precision,
         )
 
     reference = runner(None)
@@ -100,20 +102,26 @@ def calibrate_latency(
     seed: int = 0,
     path: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> LatencyModel:
     """Fit the model's scale and overhead on the dense model plus `n_fit` random variants; store and
-    return the calibrated LatencyModel (written back to `path` if given)."""
+    return the calibrated LatencyModel (written back to `path` if given). `precision="int8"` fits the
+    terms of the all-int8 model (every layer priced from the table's int8 timings, every variant
+    exported as int8 QDQ) under their own key."""
     if n_fit < 1:
         raise ConfigError(f"n_fit must be >= 1, got {n_fit}")
     model = LatencyModel(space, table)
-    keeps: list[Keep | None] = [None, *random_variants(space, n_fit, seed, model.group_multiples())]
-    tabled = [float(model.tabled_ms(space.counts(keep))) for keep in keeps]
-    unaligned = [model.unaligned_layers(space.counts(keep)) for keep in keeps]
+    bits = model.uniform_bits(8) if precision == "int8" else None
+    if bits is not None and not model.has_int8:
+        raise ConfigError("int8 calibration needs a table with int8 timings: profile with the int8 precision")
+    keeps: list[Keep | None] = [None, *random_variants(space, n_fit, seed, model.group_multiples(precision))]
+    tabled = [float(model.tabled_ms(space.counts(keep), bits)) for keep in keeps]
+    unaligned = [model.unaligned_layers(space.counts(keep), bits) for keep in keeps]
     melems = [float(model.activation_melems(space.counts(keep))) for keep in keeps]
-    measured = measure_keeps(space, keeps, table)
+    measured = measure_keeps(space, keeps, table, precision=precision)
     if progress:
         for i, (t, m) in enumerate(zip(tabled, measured)):
-            progress(f"calibrate {i + 1}/{len(keeps)}: tabled {t:.3f} ms, measured {m:.3f} ms")
+            progress(f"calibrate {precision} {i + 1}/{len(keeps)}: tabled {t:.3f} ms, measured {m:.3f} ms")
     features = np.stack(
         [np.asarray(tabled), np.asarray(unaligned, dtype=float), np.asarray(melems), np.ones(len(tabled))],
         axis=1,
@@ -130,7 +138,7 @@ def calibrate_latency(
     )
     scale, per_unaligned, per_melem, overhead = (float(v) for v in fit.x)
     predicted = list(features @ fit.x)
-    table.calibration[model.fingerprint] = {
+    table.calibration[model.calibration_key(precision)] = {
         "scale": scale,
         "unaligned_ms": per_unaligned,
         "activation_ms": per_melem,
@@ -143,6 +151,7 @@ def calibrate_latency(
         "fit_median_abs_error": statistics.median(abs(p - m) / m for p, m in zip(predicted, measured)),
         "seed": seed,
         "model": type(space.model).__name__,
+        "precision": precision,
     }
     if path is not None:
         table.save(path)
@@ -156,19 +165,22 @@ def validate_latency(
     n: int = 10,
     seed: int = 1000,
     progress: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Prediction error on `n` held-out random variants: per variant and the median/max absolute error."""
+    """Prediction error on `n` held-out random variants: per variant and the median/max absolute error
+    (in `precision`: int8 variants are exported as int8 QDQ and priced at 8 bits)."""
     model = LatencyModel(space, table)
-    if not model.calibrated:
+    if not model.is_calibrated(precision):
         raise ConfigError(
-            "validate a calibrated latency model: run calibrate_latency (netdiet profile) first"
+            f"validate a calibrated latency model: run calibrate_latency (netdiet profile) for {precision} first"
         )
+    bits = model.uniform_bits(8) if precision == "int8" else None
     rows = []
-    keeps = random_variants(space, n, seed, model.group_multiples())
-    dense_measured, *all_measured = measure_keeps(space, [None, *keeps], table)
-    dense_predicted = model.predict_keep(None)
+    keeps = random_variants(space, n, seed, model.group_multiples(precision))
+    dense_measured, *all_measured = measure_keeps(space, [None, *keeps], table, precision=precision)
+    dense_predicted = model.predict_keep(None, bits)
     for i, (keep, measured) in enumerate(zip(keeps, all_measured)):
-        predicted = model.predict_keep(keep)
+        predicted = model.predict_keep(keep, bits)
         flops_ratio = float(space.cost(keep).flops) / float(space.cost().flops)
         predicted_ratio = predicted / dense_predicted
         measured_ratio = measured / dense_measured
@@ -199,4 +211,5 @@ def validate_latency(
         "median_abs_ratio_error": statistics.median(ratio_errors),
         "max_abs_ratio_error": max(ratio_errors),
         "seed": seed,
+        "precision": precision,
     }

@@ -1,12 +1,12 @@
 """Layer-timing backends: time one conv or linear layer in isolation at given channel counts.
 
-- `onnxruntime`: the layer as a one-node ONNX graph (Conv/ConvTranspose + Relu, which ORT fuses as it
-  does in exported models; Gemm or MatMul + Add for linear), built with onnx.helper, run by ONNX Runtime's
-  CPU provider with fixed intra-op threads. The default for CPU deployment.
+- `onnxruntime`: the layer as a one-node ONNX graph (`onnx_layers`: fp32, or int8 QDQ that ORT fuses into
+  its quantized kernels), run by ONNX Runtime's CPU provider with fixed intra-op threads. The default for
+  CPU deployment, and the only backend with an int8 precision.
 - `torch`: PyTorch eager on CPU (torch.nn modules, no_grad, fixed torch threads).
 - `cuda`: PyTorch eager on the current CUDA device, synchronised around every sample.
 - `synthetic`: a deterministic formula (MACs plus a penalty for channel counts that are not multiples of
-  8) for unit tests and examples: no wall clock, same numbers everywhere.
+  8; int8 at a fixed fraction) for unit tests and examples: no wall clock, same numbers everywhere.
 
 Every backend reports the environment it measures in, which the table records and checks.
 """
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netdiet.cost.latency.onnx_layers import onnx_layer, onnx_layer_int8, ort_kernels
 from netdiet.cost.latency.signature import LayerSignature
 from netdiet.cost.latency.timing import TimingProtocol, time_call
 from netdiet.errors import ConfigError
@@ -38,10 +39,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+PRECISIONS = ("fp32", "int8")
+
+
 class LayerBackend:
-    """Times single layers; `env` says where. Subclasses implement `_runner`."""
+    """Times single layers; `env` says where. Subclasses implement `_runner`; `precisions` are the
+    arithmetic precisions it can time (int8: the runtime's quantized kernels)."""
 
     name = "base"
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(self, threads: int = 1, dtype: str = "float32", protocol: TimingProtocol | None = None):
         if threads < 1:
@@ -68,13 +74,29 @@ class LayerBackend:
             "dtype": self.dtype,
         }
 
-    def time_layer(self, sig: LayerSignature, batch: int, c_in: int, c_out: int) -> float:
-        """Median ms of one forward call of the layer at these channel counts."""
-        run, sync = self._runner(sig, batch, int(c_in), int(c_out))
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise ConfigError(
+                f"backend '{self.name}' cannot time {precision} layers (it times "
+                f"{', '.join(self.precisions)}); profile int8 on backend 'onnxruntime'"
+            )
+
+    def time_layer(
+        self, sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str = "fp32"
+    ) -> float:
+        """Median ms of one forward call of the layer at these channel counts, in `precision`."""
+        self.check_precision(precision)
+        run, sync = self._runner(sig, batch, int(c_in), int(c_out), precision)
         return time_call(run, self.protocol, sync)
 
+    def layer_kernels(
+        self, sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str
+    ) -> list[str]:
+        """The kernels the runtime runs for the layer (recorded in the table; empty where unknown)."""
+        return []
+
     def _runner(
-        self, sig: LayerSignature, batch: int, c_in: int, c_out: int
+        self, sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str = "fp32"
     ) -> tuple[Callable[[], object], Callable[[], None] | None]:
         raise NotImplementedError
 
@@ -102,7 +124,7 @@ class TorchBackend(LayerBackend):
     name = "torch"
     device_type = "cpu"
 
-    def _runner(self, sig, batch, c_in, c_out):  # type: ignore[no-untyped-def]
+    def _runner(self, sig, batch, c_in, c_out, precision="fp32"):  # type: ignore[no-untyped-def]
         layer, shape = torch_layer(sig, c_in, c_out)
         dtype = DTYPES[self.dtype]
         layer = layer.to(self.device_type, dtype).eval()
@@ -148,6 +170,7 @@ class CudaBackend(TorchBackend):
 
 class OnnxRuntimeBackend(LayerBackend):
     name = "onnxruntime"
+    precisions = PRECISIONS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -177,80 +200,34 @@ class OnnxRuntimeBackend(LayerBackend):
         opts.log_severity_level = 3
         return opts
 
-    def _runner(self, sig, batch, c_in, c_out):  # type: ignore[no-untyped-def]
+    def _runner(self, sig, batch, c_in, c_out, precision="fp32"):  # type: ignore[no-untyped-def]
         import numpy as np
         import onnxruntime as ort
 
-        model, shape = onnx_layer(sig, batch, c_in, c_out)
+        rng = np.random.default_rng(0)
+        if precision == "int8":
+            model, shape = onnx_layer_int8(sig, batch, c_in, c_out)
+            x = rng.integers(0, 256, shape).astype(np.uint8)
+        else:
+            model, shape = onnx_layer(sig, batch, c_in, c_out)
+            x = rng.standard_normal(shape).astype(np.float32)
         session = ort.InferenceSession(model, self.session_options(), providers=["CPUExecutionProvider"])
-        feed = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        feed = {"x": x}
         return (lambda: session.run(None, feed)), None
 
-
-def onnx_layer(sig: LayerSignature, batch: int, c_in: int, c_out: int) -> tuple[bytes, tuple[int, ...]]:
-    """A one-layer ONNX model (serialised) and its input shape, weights random."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-
-    def init(name: str, shape: tuple[int, ...]) -> Any:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
-
-    if sig.op == "linear":
-        if sig.tokens == 1:
-            shape: tuple[int, ...] = (batch, c_in)
-            nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
-            inits = [init("w", (c_out, c_in)), init("b", (c_out,))]
-        else:
-            shape = (batch, sig.tokens, c_in)
-            nodes = [
-                helper.make_node("MatMul", ["x", "w"], ["h"]),
-                helper.make_node("Add", ["h", "b"], ["y"]),
-            ]
-            inits = [init("w", (c_in, c_out)), init("b", (c_out,))]
-    else:
-        shape = (batch, c_in, *sig.in_spatial)
-        pads = list(sig.padding) * 2
-        if sig.op == "convT":
-            w_shape = (c_in, c_out // sig.groups, *sig.kernel)
-            conv = "ConvTranspose"
-            groups = sig.groups
-        else:
-            groups = c_in if sig.op == "dwconv" else sig.groups
-            c_out = c_in if sig.op == "dwconv" else c_out
-            w_shape = (c_out, c_in // groups, *sig.kernel)
-            conv = "Conv"
-        nodes = [
-            helper.make_node(
-                conv,
-                ["x", "w", "b"],
-                ["h"],
-                kernel_shape=list(sig.kernel),
-                strides=list(sig.stride),
-                pads=pads,
-                dilations=list(sig.dilation),
-                group=groups,
-            ),
-            helper.make_node("Relu", ["h"], ["y"]),
-        ]
-        inits = [init("w", w_shape), init("b", (c_out,))]
-    graph = helper.make_graph(
-        nodes,
-        "layer",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString(), shape
+    def layer_kernels(
+        self, sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str
+    ) -> list[str]:
+        self.check_precision(precision)
+        build = onnx_layer_int8 if precision == "int8" else onnx_layer
+        return ort_kernels(build(sig, batch, c_in, c_out)[0], self.session_options())
 
 
 class SyntheticBackend(LayerBackend):
     """Deterministic latency: 1 ms per 1e6 MACs (x1.5 per axis that is not a multiple of 8) + 0.01 ms."""
 
     name = "synthetic"
+    precisions = PRECISIONS
 
     def device(self) -> str:
         return "synthetic"
@@ -258,12 +235,21 @@ class SyntheticBackend(LayerBackend):
     def runtime(self) -> dict[str, str]:
         return {"netdiet-synthetic": "1"}
 
-    def time_layer(self, sig: LayerSignature, batch: int, c_in: int, c_out: int) -> float:
-        return synthetic_ms(sig, batch, c_in, c_out)
+    def time_layer(
+        self, sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str = "fp32"
+    ) -> float:
+        self.check_precision(precision)
+        return synthetic_ms(sig, batch, c_in, c_out, precision)
 
 
-def synthetic_ms(sig: LayerSignature, batch: int, c_in: int, c_out: int) -> float:
+SYNTHETIC_INT8_FACTOR = 0.3
+
+
+def synthetic_ms(sig: LayerSignature, batch: int, c_in: int, c_out: int, precision: str = "fp32") -> float:
+    """The synthetic formula; int8 layers cost SYNTHETIC_INT8_FACTOR of the fp32 MACs term."""
     factor = 1.0 + 0.5 * (c_in % 8 != 0) + (0.5 * (c_out % 8 != 0) if not sig.one_axis else 0.0)
+    if precision == "int8":
+        factor *= SYNTHETIC_INT8_FACTOR
     return 1e-6 * sig.macs(batch, c_in, c_out) * factor + 0.01
 
 

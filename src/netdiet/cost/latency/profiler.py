@@ -5,6 +5,8 @@ with the same `path` resumes (entries that already cover the needed grid are not
 Each shape also gets a multiple probe: is the layer at a multiple m of channels no slower than with m/2
 fewer channels? If so (ONNX Runtime's blocked NCHWc kernels on x86, for example) channel counts are
 rounded to m at read-off; if not, they are not. Measured per backend and shape, never assumed.
+With the int8 precision asked for, every shape is timed again with the runtime's int8 kernels on the same
+grid (its own probe too), and the kernels the runtime ran are recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from netdiet.cost.latency.backends import LayerBackend
 from netdiet.cost.latency.model import LayerNeed, covers, layer_needs
 from netdiet.cost.latency.signature import LayerSignature, merge_points, unaligned_points
-from netdiet.cost.latency.table import Grid, LatencyTable, TableEntry
+from netdiet.cost.latency.table import Grid, Int8Timings, LatencyTable, TableEntry
 from netdiet.errors import ConfigError
 from netdiet.space import Space
 
@@ -51,19 +53,33 @@ def _points(needs: list[LayerNeed], align: int) -> tuple[list[int], list[int] | 
     return ins, outs
 
 
+def _timer(backend: LayerBackend, precision: str) -> Callable[[LayerSignature, int, int, int], float]:
+    if precision == "fp32":
+        return backend.time_layer
+    return lambda sig, batch, c_in, c_out: backend.time_layer(sig, batch, c_in, c_out, precision=precision)
+
+
 def measure_grid(
-    backend: LayerBackend, sig: LayerSignature, batch: int, ins: list[int], outs: list[int] | None
+    backend: LayerBackend,
+    sig: LayerSignature,
+    batch: int,
+    ins: list[int],
+    outs: list[int] | None,
+    precision: str = "fp32",
 ) -> Grid:
+    time = _timer(backend, precision)
     ms: list[Any] = []
     for c_in in ins:
         if outs is None:
-            ms.append(backend.time_layer(sig, batch, c_in, c_in))
+            ms.append(time(sig, batch, c_in, c_in))
         else:
-            ms.append([backend.time_layer(sig, batch, c_in, c_out) for c_out in outs])
+            ms.append([time(sig, batch, c_in, c_out) for c_out in outs])
     return Grid(ins, outs, ms)
 
 
-def probe_multiple(backend: LayerBackend, need: LayerNeed, batch: int) -> tuple[int, dict[str, Any]]:
+def probe_multiple(
+    backend: LayerBackend, need: LayerNeed, batch: int, precision: str = "fp32"
+) -> tuple[int, dict[str, Any]]:
     """The largest m in PROBE_MULTIPLES that pays, measured at a mid-size count c (a multiple of m).
 
     m pays when (a) c channels are no slower than c - 1 (runtimes with blocked kernels fall back to a
@@ -94,7 +110,8 @@ def probe_multiple(backend: LayerBackend, need: LayerNeed, batch: int) -> tuple[
         counts = {"multiple": at(0), "one_below": at(1)}
         if m != smallest:
             counts["half_step_below"] = at(m // 2)
-        ms = {k: backend.time_layer(sig, batch, *c) for k, c in counts.items()}
+        time = _timer(backend, precision)
+        ms = {k: time(sig, batch, *c) for k, c in counts.items()}
         pays = ms["multiple"] <= (1 + PROBE_TOLERANCE) * ms["one_below"] and (
             "half_step_below" not in ms or ms["multiple"] <= (1 + PROBE_TOLERANCE) * ms["half_step_below"]
         )
@@ -116,15 +133,22 @@ def profile_space(
     probe: bool = True,
     progress: bool = True,
     on_entry: Callable[[str, TableEntry], None] | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> LatencyTable:
     """Measure (or complete) the latency table of `space`'s layer shapes at `batch` on `backend`.
 
     With `path` and `resume`, an existing table there is reused if it was measured in this environment
     (a table from elsewhere is refused unless `force`) and written back after every layer shape. A
-    `table` given directly is completed instead (same check).
+    `table` given directly is completed instead (same check). `precisions` adds the int8 axis
+    ("fp32", "int8"): every entry also timed with the runtime's int8 kernels, on the same grid.
     """
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
+    unknown = [p for p in precisions if p not in ("fp32", "int8")]
+    if unknown or "fp32" not in precisions:
+        raise ConfigError(f"precisions must include 'fp32' and may add 'int8', got {precisions}")
+    if "int8" in precisions:
+        backend.check_precision("int8")
     env = backend.env(batch)
     if table is None and path is not None and resume and Path(path).exists():
         table = LatencyTable.load(path)
@@ -164,7 +188,47 @@ def profile_space(
             bar.update(1)
     finally:
         bar.close()
+    if "int8" in precisions:
+        _profile_int8(table, grouped, backend, batch, path, probe, progress, on_entry)
     return table
+
+
+def _profile_int8(
+    table: LatencyTable,
+    grouped: dict[str, list[LayerNeed]],
+    backend: LayerBackend,
+    batch: int,
+    path: str | Path | None,
+    probe: bool,
+    progress: bool,
+    on_entry: Callable[[str, TableEntry], None] | None,
+) -> None:
+    """Time every entry that lacks them with the int8 kernels, at the fp32 grid's points (and one channel
+    below them), with its own multiple probe; record the kernels the runtime ran."""
+    todo = [k for k in grouped if table.entries[k].int8 is None]
+    bar = _bar(len(todo), progress, f"profile {backend.name} int8 b{batch}")
+    try:
+        for key in todo:
+            entry, widest = table.entries[key], grouped[key][0]
+            sig = entry.signature
+            multiple, record = probe_multiple(backend, widest, batch, "int8") if probe else (1, {})
+            grid = measure_grid(backend, sig, batch, entry.grid.in_points, entry.grid.out_points, "int8")
+            unaligned = None
+            if entry.unaligned is not None:
+                u = entry.unaligned
+                unaligned = measure_grid(backend, sig, batch, u.in_points, u.out_points, "int8")
+            c_in = entry.grid.in_points[-1]
+            c_out = c_in if entry.grid.out_points is None else entry.grid.out_points[-1]
+            kernels = backend.layer_kernels(sig, batch, c_in, c_out, "int8")
+            entry.int8 = Int8Timings(grid, unaligned, multiple, kernels)
+            entry.probe["int8"] = record
+            if path is not None:
+                table.save(path)
+            if on_entry is not None:
+                on_entry(key, entry)
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 class _NoBar:

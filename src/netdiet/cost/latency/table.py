@@ -1,4 +1,5 @@
-"""The latency table: per-signature measurements on one device, runtime, thread count, batch and dtype.
+"""The latency table: per-signature measurements on one device, runtime, thread count, batch and dtype,
+in fp32 and, where profiled, int8 (the precision axis: `TableEntry.int8`).
 
 Stored as JSON (never a pickle) and written atomically after every measured signature, so a killed
 profile keeps what it finished and `netdiet profile` resumes from it. A table is only valid in the
@@ -54,6 +55,41 @@ class Grid:
 
 
 @dataclass
+class Int8Timings:
+    """The same layer run by the runtime's int8 kernels (the table's precision axis).
+
+    `grid` is measured at the fp32 grid's points, `unaligned` one channel below them (int8 kernels have
+    their own block sizes), `multiple` is the int8 probe's result and `kernels` the ops the runtime ran
+    (e.g. QLinearConv), read back from its optimised graph: an int8 table entry says what it timed.
+    """
+
+    grid: Grid
+    unaligned: Grid | None = None
+    multiple: int = 1
+    kernels: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.grid.to_dict(),
+            "unaligned": self.unaligned.to_dict() if self.unaligned is not None else None,
+            "multiple": self.multiple,
+            "kernels": self.kernels,
+        }
+
+    @classmethod
+    def from_dict(cls, where: str, data: Any) -> Int8Timings:
+        grid = Grid.from_dict(where, data)
+        raw = data.get("unaligned")
+        unaligned = Grid.from_dict(f"{where} (unaligned)", raw) if raw is not None else None
+        try:
+            multiple = int(data.get("multiple", 1))
+            kernels = [str(k) for k in data.get("kernels") or []]
+        except (TypeError, ValueError) as exc:
+            raise LatencyTableError(f"{where}: malformed multiple or kernels ({exc})") from None
+        return cls(grid, unaligned, multiple, kernels)
+
+
+@dataclass
 class TableEntry:
     """One signature's measurements.
 
@@ -69,6 +105,7 @@ class TableEntry:
     unaligned: Grid | None = None
     probe: dict[str, Any] = field(default_factory=dict)
     align: int = 8
+    int8: Int8Timings | None = None
 
     @property
     def in_points(self) -> list[int]:
@@ -86,6 +123,7 @@ class TableEntry:
             "unaligned": self.unaligned.to_dict() if self.unaligned is not None else None,
             "align": self.align,
             "probe": self.probe,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
         }
 
     @classmethod
@@ -103,7 +141,11 @@ class TableEntry:
         raw = data.get("unaligned")
         unaligned = Grid.from_dict(f"{where} (unaligned)", raw) if raw is not None else None
         probe = data.get("probe") or {}
-        return cls(sig, grid, multiple, unaligned, dict(probe) if isinstance(probe, dict) else {}, align)
+        raw_int8 = data.get("int8")
+        int8 = Int8Timings.from_dict(f"{where} (int8)", raw_int8) if raw_int8 is not None else None
+        return cls(
+            sig, grid, multiple, unaligned, dict(probe) if isinstance(probe, dict) else {}, align, int8
+        )
 
 
 def _check_grid(where: str, in_points: list[int], out_points: list[int] | None, ms: Any) -> None:
@@ -141,6 +183,12 @@ class LatencyTable:
     @property
     def backend(self) -> str:
         return str(self.env["backend"])
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """fp32 always; int8 when every entry has int8 timings."""
+        has_int8 = bool(self.entries) and all(e.int8 is not None for e in self.entries.values())
+        return ("fp32", "int8") if has_int8 else ("fp32",)
 
     def to_dict(self) -> dict[str, Any]:
         return {
