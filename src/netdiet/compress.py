@@ -267,7 +267,8 @@ def compress(
                 compress_train_s=compress_train_s,
             )
     slim = exported.model
-    quantize_after = comp.bits < 32 and prunes(exported)
+    # a method that trained with quantizers (geta) is quantized first and fine-tuned quantization-aware
+    quantize_after = comp.bits < 32 and prunes(exported) and not comp.method.trains_quantized
     if comp.bits < 32 and not quantize_after and not quantized_layers(slim):
         slim = quantize_exported(comp.space, exported.assignment, slim, calibration)
         exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
@@ -487,6 +488,12 @@ def dynamics_summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
     if not trace:
         return {"gated_steps": 0}
     last = trace[-1]
+    if "stage" in last:  # a staged method (warm-up, projection, ...): where each stage began, final bits
+        starts: dict[str, int] = {}
+        for t in trace:
+            starts.setdefault(str(t["stage"]), int(t["step"]))
+        keys = ("b_max_weight", "b_max_act", "mean_weight_bits", "mean_act_bits", "redundant_units")
+        return {"gated_steps": len(trace), "stage_starts": starts, **{k: last[k] for k in keys if k in last}}
     hard = [t for t in trace if t.get("phase") == "harden"]
     return {
         "gated_steps": len(trace),

@@ -110,11 +110,18 @@ class Compressor:
                     stacklevel=2,
                 )
         self._evaluator = evaluator
+        chooses_bits = method_class(method).chooses_bits
+        if chooses_bits and bits is not None:
+            raise ConfigError(
+                f"method '{method}' learns every layer's bit width itself; leave bits unset and give its "
+                "bounds in its config (e.g. weight_bits=(4, 8), act_bits=(8, 8))"
+            )
         if bits is None:
-            bits = 8 if budget.metric == "bops" else method_class(method).default_bits
+            bits = 8 if budget.metric == "bops" and not chooses_bits else method_class(method).default_bits
         self.bits = int(bits)
         self.calibration = calibration
-        fixed = Assignment.uniform_bits(self.space.knobs, self.bits) if self.bits < 32 else Assignment()
+        uniform = self.bits < 32 and not chooses_bits
+        fixed = Assignment.uniform_bits(self.space.knobs, self.bits) if uniform else Assignment()
         multiples: dict[str, int] = {}
         if self.bits <= 8 and self.latency is not None and budget.needs_latency:
             # priced from the table's int8 timings: round to the multiples the int8 kernels measured to pay

@@ -40,6 +40,11 @@ class Method:
     default_bits: ClassVar[int] = 32
     # fine-tune epochs after read-off when the caller does not choose (ptq: none)
     default_finetune_epochs: ClassVar[float] = 1.0
+    # the method sets every bit knob itself (learned mixed precision): the caller fixes none
+    chooses_bits: ClassVar[bool] = False
+    # the method trained with quantizers in the model: its result is quantized before the fine-tune,
+    # which is then quantization-aware (not fine-tuned in float and quantized after)
+    trains_quantized: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, context: MethodContext, config: Any = None) -> None:
         if config is None:

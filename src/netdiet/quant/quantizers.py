@@ -114,29 +114,42 @@ class LSQQuantizer(nn.Module):
         return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, {where}"
 
 
-def bits_of_range(q_m: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """b = log2(q_m / d + 1) + 1: the bits a signed grid of step d needs to reach +-q_m (DJPQ, GETA)."""
-    return torch.log2(q_m / d + 1.0) + 1.0
+def bits_of_range(q_m: torch.Tensor, d: torch.Tensor, signed: bool = True) -> torch.Tensor:
+    """b = log2(q_m / d + 1) + 1: the bits a signed grid of step d needs to reach +-q_m (DJPQ, GETA);
+    an unsigned grid [0, q_m] needs one bit less, b = log2(q_m / d + 1)."""
+    return torch.log2(q_m / d + 1.0) + (1.0 if signed else 0.0)
+
+
+def steps_for_bits(bits: torch.Tensor, signed: bool) -> torch.Tensor:
+    """q_m / d at `bits`: 2^(b-1) - 1 signed, 2^b - 1 unsigned (the inverse of `bits_of_range`)."""
+    return 2.0 ** (bits - 1.0) - 1.0 if signed else 2.0**bits - 1.0
 
 
 class LearnedBitQuantizer(nn.Module):
-    """Signed fake quantization whose bit width is learned through its step d and range q_m."""
+    """Fake quantization whose bit width is learned through its step d and range q_m.
 
-    def __init__(self, channels: int = 1, axis: int | None = None, init_bits: float = 8.0) -> None:
+    Signed: x -> d * round(clamp(x, -q_m, q_m) / d); unsigned (activations after a ReLU): clamp to
+    [0, q_m]. `project(b_min, b_max)` moves d so the bit width lies in the bounds."""
+
+    def __init__(
+        self, channels: int = 1, axis: int | None = None, init_bits: float = 8.0, signed: bool = True
+    ) -> None:
         super().__init__()
         self.axis = axis
         self.init_bits = float(init_bits)
+        self.signed = bool(signed)
         self.d = nn.Parameter(torch.ones(channels))
-        self.q_m = nn.Parameter(torch.ones(channels) * (2 ** (init_bits - 1) - 1))
+        self.q_m = nn.Parameter(torch.ones(channels) * float(steps_for_bits(torch.tensor(init_bits), signed)))
 
     @torch.no_grad()
-    def init_from(self, high: torch.Tensor) -> None:
+    def init_from(self, high: torch.Tensor, bits: float | None = None) -> None:
         q_m = high.float().abs().clamp_min(1e-8).reshape(self.q_m.shape)
         self.q_m.copy_(q_m)
-        self.d.copy_(q_m / (2 ** (self.init_bits - 1) - 1))
+        b = torch.tensor(float(bits if bits is not None else self.init_bits))
+        self.d.copy_(q_m / steps_for_bits(b, self.signed))
 
     def bits(self) -> torch.Tensor:
-        return bits_of_range(self.q_m.abs().clamp_min(1e-8), self.d.abs().clamp_min(1e-8))
+        return bits_of_range(self.q_m.abs().clamp_min(1e-8), self.d.abs().clamp_min(1e-8), self.signed)
 
     @torch.no_grad()
     def project(self, b_min: float, b_max: float) -> None:
@@ -144,8 +157,9 @@ class LearnedBitQuantizer(nn.Module):
         if not 2 <= b_min <= b_max:
             raise ConfigError(f"bit bounds must satisfy 2 <= b_min <= b_max, got [{b_min}, {b_max}]")
         q_m = self.q_m.abs().clamp_min(1e-8)
+        self.q_m.copy_(q_m)  # the sign of the range is not a degree of freedom
         bits = self.bits().clamp(b_min, b_max)
-        self.d.copy_(q_m / (2 ** (bits - 1) - 1))
+        self.d.copy_(q_m / steps_for_bits(bits, self.signed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = [1] * x.dim()
@@ -153,5 +167,9 @@ class LearnedBitQuantizer(nn.Module):
             shape[self.axis] = -1
         d = self.d.abs().clamp_min(1e-8).reshape(shape)
         q_m = self.q_m.abs().reshape(shape)
-        clipped = torch.minimum(torch.maximum(x, -q_m), q_m)
+        low = -q_m if self.signed else torch.zeros_like(q_m)
+        clipped = torch.minimum(torch.maximum(x, low), q_m)
         return d * round_ste(clipped / d)
+
+    def extra_repr(self) -> str:
+        return f"learned bits, {'signed' if self.signed else 'unsigned'}"
