@@ -14,6 +14,11 @@ augmentation as the compression benchmark. Rows per model:
 - l1l2-50%+ptq / +qat: the same on the pruned model;
 - l1l2 bops=0.03125 (CNNs): the one-call product path, `compress(budget=bops)`: 8 bits fixed, channel
   counts in multiples of 8, float fine-tune, then quantized.
+- `--part latency` (static-int8 CNNs): l1l2 to measured-latency budgets at batch 64 on a latency table
+  with the int8 precision axis (benchmarks/quantization/tables): `latency=0.45` with 8 bits (priced
+  from int8 timings) and in fp32, and `latency=0.35` in fp32 (below what int8 can reach on ResNet-20:
+  the table puts the smallest int8 model at 0.40 of dense fp32, and measured 0.40 at quarter width,
+  where fp32 ran 0.33), each with the predicted and measured ratio.
 
 Accuracy is measured twice: the PyTorch model (fake-quant for int8 rows) on val and test, and the ONNX
 file in ONNX Runtime on the test split (what deploys). Latency: ONNX Runtime CPU, 1 thread, every file
@@ -22,6 +27,7 @@ MACs x weight bits x activation bits relative to fp32 x fp32 (attention matmuls 
 32 x 32).
 
     PYTHONPATH=src python benchmarks/quantization/run_quantization.py --models resnet20
+    PYTHONPATH=src python benchmarks/quantization/run_quantization.py --models resnet20 --part latency
     PYTHONPATH=src python benchmarks/quantization/run_quantization.py --markdown-only
 """
 
@@ -55,6 +61,10 @@ from netdiet.space import Assignment  # noqa: E402
 from netdiet.train import TrainConfig, evaluate  # noqa: E402
 from netdiet.train.model_io import load_model  # noqa: E402
 
+TABLES = HERE / "tables"
+LATENCY_BATCH = 64
+# (budget as a fraction of the dense fp32 latency at LATENCY_BATCH, bits)
+LATENCY_ROWS = ((0.45, 8), (0.45, 32), (0.35, 32))
 SGD = {"optimizer": "sgd", "lr": 0.02, "weight_decay": 5e-4}
 ADAMW = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
 PROFILES: dict[str, dict[str, Any]] = {
@@ -145,7 +155,13 @@ def relative_bops(
 
 
 def run_model(
-    profile: str, name: str, spec: dict[str, Any], prune: dict[str, Any], seed: int, data_dir: str
+    profile: str,
+    name: str,
+    spec: dict[str, Any],
+    prune: dict[str, Any],
+    seed: int,
+    data_dir: str,
+    part: str = "main",
 ) -> dict[str, Any]:
     t_all = time.perf_counter()
     ckpt = ROOT / spec["checkpoint"]
@@ -228,6 +244,9 @@ def run_model(
         rows.append(row)
 
     record("fp32", dense, 32, 0, 0.0)
+    if part == "latency":
+        latency_rows(name, spec, prune, seed, dense, data, example, cfg, record, rows)
+        return finish(profile, name, seed, spec, prune, rows, files, example, t_all)
 
     def quantize(label: str, source: torch.nn.Module, epochs: float) -> None:
         t = time.perf_counter()
@@ -289,6 +308,68 @@ def run_model(
             progress=False,
         ).model
         record(f"l1l2 bops={target:.4g} (int8)", joint, 8, pruned_epochs, time.perf_counter() - t)
+    return finish(profile, name, seed, spec, prune, rows, files, example, t_all)
+
+
+def latency_rows(
+    name: str,
+    spec: dict[str, Any],
+    prune: dict[str, Any],
+    seed: int,
+    dense: torch.nn.Module,
+    data: Any,
+    example: tuple[torch.Tensor, ...],
+    cfg: Any,
+    record: Any,
+    rows: list[dict[str, Any]],
+) -> None:
+    """l1l2 to measured-latency budgets at batch 64 on a table with the int8 precision axis (profiled
+    into benchmarks/quantization/tables if missing): with 8 bits the budget is priced from the int8
+    timings, so the method prunes only what int8 kernels alone do not reach; the fp32 row at the same
+    budget shows what pruning alone must remove."""
+    table = TABLES / f"{name}-ort-b{LATENCY_BATCH}-int8.json"
+    for budget, bits in LATENCY_ROWS:
+        t = time.perf_counter()
+        torch.manual_seed(seed)
+        res = netdiet.compress(
+            dense,
+            data.train,
+            netdiet.Budget(latency=budget),
+            method="l1l2",
+            bits=bits,
+            epochs=prune["gated_epochs"],
+            finetune_epochs=prune["finetune_epochs"],
+            train_config=cfg(),
+            example_inputs=example,
+            latency_table=table,
+            latency_batch=LATENCY_BATCH,
+            latency_batches=(),
+            progress=False,
+        )
+        label = f"l1l2 latency={budget:g} ({'int8' if bits <= 8 else 'fp32'} table)"
+        record(
+            label, res.model, bits, prune["gated_epochs"] + prune["finetune_epochs"], time.perf_counter() - t
+        )
+        lat = res.report["latency"]
+        rows[-1]["latency_budget"] = {
+            k: lat[k]
+            for k in ("precision", "predicted_ratio", "measured_ratio", "batch", "calibrated")
+            if k in lat
+        }
+        rows[-1]["flops_ratio"] = res.report["compressed"]["flops"] / res.report["dense"]["flops"]
+
+
+def finish(
+    profile: str,
+    name: str,
+    seed: int,
+    spec: dict[str, Any],
+    prune: dict[str, Any],
+    rows: list[dict[str, Any]],
+    files: dict[str, Path],
+    example: tuple[torch.Tensor, ...],
+    t_all: float,
+) -> dict[str, Any]:
     latency = {f"b{b}": time_files(files, example, b) for b in (1, 64)}
     for row in rows:
         for b in (1, 64):
@@ -305,6 +386,7 @@ def run_model(
         f"{os.cpu_count()} cores (shared with the other benchmark processes of this run)",
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,
+        "part": "latency" if any("latency_budget" in r for r in rows) else "main",
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
@@ -326,7 +408,7 @@ def render(profile: str) -> str:
     for path in parts:
         data = json.loads(path.read_text())
         lines += [
-            f"## {data['model']} (seed {data['seed']}; {data['machine']}; torch {data['torch']}, onnxruntime "
+            f"## {data['model']}{' - latency budgets' if data.get('part') == 'latency' else ''} (seed {data['seed']}; {data['machine']}; torch {data['torch']}, onnxruntime "
             f"{data['onnxruntime']}; commit {data['commit']}; wall {data['wall_s'] / 60:.1f} min)",
             "",
             "| row | bits | epochs | val acc | torch acc | ONNX acc | file KB | rel. BOPs | ms b1 | ms b64 | speed-up b1 | speed-up b64 | int8 kernels |",
@@ -341,6 +423,22 @@ def render(profile: str) -> str:
                 f"{r['file_bytes'] / 1024:.0f} | {r['relative_bops']:.4f} | {r['ort_ms_b1']:.3f} | "
                 f"{r['ort_ms_b64']:.2f} | {r['speedup_b1']:.2f}x | {r['speedup_b64']:.2f}x | {kernels} |"
             )
+        budget_rows = [r for r in data["rows"] if "latency_budget" in r]
+        if budget_rows:
+            lines += [
+                "",
+                f"Latency budgets (fraction of the dense fp32 latency at batch {LATENCY_BATCH}, priced on the "
+                "table; measured: the exported file against the dense fp32 one, interleaved):",
+                "",
+                "| row | priced as | predicted ratio | measured ratio | FLOPs ratio |",
+                "|---|---|---|---|---|",
+            ]
+            for r in budget_rows:
+                b = r["latency_budget"]
+                lines.append(
+                    f"| {r['row']} | {b['precision']} | {b['predicted_ratio']:.3f} | {b['measured_ratio']:.3f} | "
+                    f"{r['flops_ratio']:.3f} |"
+                )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -352,17 +450,26 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--markdown-only", action="store_true")
     parser.add_argument("--subset", type=int, help="smoke test: fewer training examples; writes nothing")
+    parser.add_argument(
+        "--part",
+        default="main",
+        choices=("main", "latency"),
+        help="main: the fp32/ptq/qat/pruned rows; latency: l1l2 to measured-latency budgets on an int8 table",
+    )
     args = parser.parse_args()
     profile = PROFILES[args.profile]
     if not args.markdown_only:
         torch.set_num_threads(profile["threads"])
         for name in args.models or list(profile["models"]):
             spec = dict(profile["models"][name], **({"subset": args.subset} if args.subset else {}))
-            result = run_model(args.profile, name, spec, profile["prune"], profile["seed"], args.data_dir)
+            result = run_model(
+                args.profile, name, spec, profile["prune"], profile["seed"], args.data_dir, args.part
+            )
             if args.subset:
                 print(json.dumps(result["rows"], indent=1))
                 return
-            out = HERE / f"results-{args.profile}-{name}.json"
+            suffix = "" if args.part == "main" else f"-{args.part}"
+            out = HERE / f"results-{args.profile}-{name}{suffix}.json"
             tmp = out.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(result, indent=1))
             tmp.replace(out)

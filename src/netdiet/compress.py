@@ -297,6 +297,11 @@ def compress(
     if quantize_after:  # post-training quantization of the fine-tuned slim model
         slim = quantize_exported(comp.space, exported.assignment, slim, calibration)
         exported = replace(exported, model=slim, recipe=dict(getattr(slim, RECIPE_ATTR)))
+        qat_epochs = float(getattr(comp.method, "qat_epochs", 0.0))
+        if qat_epochs > 0:  # a second, quantization-aware stage (two-stage baselines)
+            cfg = replace(base, epochs=qat_epochs, kd_alpha=distill, tensorboard=False)
+            cfg = replace(cfg, lr=cfg.lr * QAT_LR_SCALE)
+            history += fit_inplace(slim, train_data, {}, cfg, teacher=teacher).history
     finetune_s = time.perf_counter() - t_ft
     model = dense_ref  # every measurement of "dense" below uses the copy
 
@@ -492,7 +497,14 @@ def dynamics_summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
         starts: dict[str, int] = {}
         for t in trace:
             starts.setdefault(str(t["stage"]), int(t["step"]))
-        keys = ("b_max_weight", "b_max_act", "mean_weight_bits", "mean_act_bits", "redundant_units")
+        keys = (
+            "b_max_weight",
+            "b_max_act",
+            "mean_weight_bits",
+            "mean_act_bits",
+            "redundant_units",
+            "max_bound_violation",
+        )
         return {"gated_steps": len(trace), "stage_starts": starts, **{k: last[k] for k in keys if k in last}}
     hard = [t for t in trace if t.get("phase") == "harden"]
     return {

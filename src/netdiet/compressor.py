@@ -173,6 +173,31 @@ class Compressor:
         """The model to train (a gated copy for l1l2; the model itself for one-shot baselines)."""
         return self.method.model
 
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """`optimizer` with the method stepped after each of its steps (see netdiet.wrapped_optimizer);
+        LR schedulers built on the returned optimizer keep working."""
+        from netdiet.wrapped_optimizer import CompressingOptimizer
+
+        return CompressingOptimizer(optimizer, self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's training state (stage, schedules, choices so far) for resuming a run mid-way,
+        beside the model's and the optimizer's state dicts."""
+        getter = getattr(self.method, "state_dict", None)
+        if getter is None:
+            raise ConfigError(
+                f"method '{self.method.name}' cannot be resumed mid-run (it keeps no state_dict); restart "
+                "its training phase, or let netdiet.compress resume after it (work_dir=)"
+            )
+        return {"method": self.method.name, "state": getter()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("method") != self.method.name:
+            raise ConfigError(
+                f"this state is from method {state.get('method')!r}, the compressor runs '{self.method.name}'"
+            )
+        self.method.load_state_dict(state["state"])  # type: ignore[attr-defined]
+
     def penalty(self) -> torch.Tensor:
         """Add to the task loss before backward()."""
         return self.method.penalty()

@@ -271,3 +271,36 @@ def test_compress_with_geta_exports_mixed_bits_that_run_as_int8() -> None:
     assert weight_bits and all(4 <= b <= 8 for b in weight_bits)
     assert report["int8_onnx"]["int8_kernels"]["QLinearConv"] == 19 + 2  # every conv on int8 kernels
     assert report["dynamics"]["stage_starts"]["cooldown"] > report["dynamics"]["stage_starts"]["joint"]
+
+
+def test_the_optimizer_wrapper_steps_the_method_and_lr_schedulers_keep_working() -> None:
+    manual = compressor("bops=0.02", total=20, observe_steps=2)
+    opt = torch.optim.SGD(manual.model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+    for x, y in batches(20):
+        loss = F.cross_entropy(manual.model(x), y) + manual.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        manual.step()
+        sched.step()
+
+    wrapped = compressor("bops=0.02", total=20, observe_steps=2)
+    inner = torch.optim.SGD(wrapped.model.parameters(), lr=0.05, momentum=0.9)
+    opt2 = wrapped.wrap_optimizer(inner)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=5, gamma=0.5)
+    for x, y in batches(20):
+        loss = F.cross_entropy(wrapped.model(x), y) + wrapped.penalty()
+        opt2.zero_grad()
+        loss.backward()
+        opt2.step()
+        sched2.step()
+    assert wrapped.method_steps == 20
+    assert inner.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**4)  # the scheduler reached the inner one
+    for (n, a), b in zip(manual.model.state_dict().items(), wrapped.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), n
+    state = wrapped.state_dict()
+    assert state["method"] == "geta" and state["state"]["steps"] == 20
+    other = Compressor(small_cnn(), EXAMPLE, "flops=0.5", method="uniform")
+    with pytest.raises(ConfigError, match="cannot be resumed mid-run"):
+        other.state_dict()

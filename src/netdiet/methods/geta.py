@@ -461,6 +461,7 @@ class Geta(Method):
             "mean_weight_bits": sum(w) / max(1, len(w)),
             "mean_act_bits": sum(a) / max(1, len(a)),
             "redundant_units": sum(len(u) for u in self.redundant.values()),
+            "max_bound_violation": self.max_bound_violation,  # bits outside the bounds so far (0: none)
         }
         if loss is not None:
             entry["loss"] = float(loss)
