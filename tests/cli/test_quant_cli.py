@@ -52,3 +52,27 @@ def test_compress_refuses_bits_out_of_range(dense_run: Path, tmp_path: Path, cap
     assert main([*argv, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "--bits must be in [2, 32]" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_compress_with_geta_to_a_bops_budget_learns_bits_and_saves_a_model_that_loads(
+    dense_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "g"
+    argv = ["compress", "--checkpoint", str(dense_run), "--budget", "bops=0.05", "--method", "geta"]
+    assert main([*argv, "--epochs", "1", "--finetune-epochs", "0.2", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["compressed"]["bops"] <= 0.05 * report["dense"]["bops"] * (1 + 1e-9)
+    assert report["dynamics"]["max_bound_violation"] <= 1e-3
+    assignment = report["assignment"]["values"] if "values" in report["assignment"] else report["assignment"]
+    weight_bits = [v for k, v in assignment.items() if k.startswith("weight_bits:")]
+    assert weight_bits and all(4 <= b <= 8 for b in weight_bits)
+    assert (out / "model.int8.onnx").is_file()
+    base = json.loads((out / "base.json").read_text())
+    loaded = netdiet.load(out, netdiet.zoo.build(base["model"], **base["model_config"]))
+    assert {q.weight_bits for q in quantized_layers(loaded).values()} == set(weight_bits)
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Bits per layer" in md and "## Training stages" in md and "cooldown at step" in md
+    assert (tmp_path / "rep" / "bits.png").stat().st_size > 0 and (tmp_path / "rep" / "dynamics.png").is_file()
+    argv_bits = [*argv, "--bits", "8", "--out", str(tmp_path / "x"), "--no-progress"]
+    assert main(argv_bits) == 2  # geta learns its bits: a fixed --bits is refused

@@ -55,6 +55,47 @@ def plot_trace(trace: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_staged_trace(trace: list[dict[str, Any]], path: Path) -> None:
+    """A staged method's run: the upper bit bounds and mean bits per step, stages shaded, the number of
+    units chosen as redundant on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from netdiet.report.markdown import save_figure
+
+    steps = [t["step"] for t in trace]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for key, style in (
+        ("b_max_weight", "--"),
+        ("b_max_act", ":"),
+        ("mean_weight_bits", "-"),
+        ("mean_act_bits", "-"),
+    ):
+        if key in trace[-1]:
+            ax.plot(steps, [t[key] for t in trace], style, label=key.replace("_", " "))
+    colours = {"warmup": "0.95", "projection": "#e8f0fb", "joint": "#fdf0e4", "cooldown": "#eaf5ea"}
+    top = max(float(t.get("b_max_weight", 0.0)) for t in trace) or 8.0
+    start = 0
+    for i in range(1, len(trace) + 1):
+        if i == len(trace) or trace[i]["stage"] != trace[start]["stage"]:
+            stage = str(trace[start]["stage"])
+            ax.axvspan(steps[start], steps[i - 1], color=colours.get(stage, "0.9"), zorder=0)
+            ax.text(steps[start], top, stage, fontsize=7, va="bottom")
+            start = i
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits")
+    ax.legend(fontsize=7, loc="center left")
+    if "redundant_units" in trace[-1]:
+        ax2 = ax.twinx()
+        ax2.plot(steps, [t["redundant_units"] for t in trace], color="C3", alpha=0.6)
+        ax2.set_ylabel("redundant units", color="C3")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def plot_gate_histograms(snapshots: list[dict[str, Any]], path: Path) -> None:
     """One panel per snapshot: every gate divided by its group's largest, so groups share one axis."""
     import matplotlib

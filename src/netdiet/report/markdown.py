@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from netdiet.errors import ConfigError
-from netdiet.report.dynamics import plot_gate_histograms, plot_trace, read_snapshots, read_trace
+from netdiet.report.dynamics import (
+    plot_gate_histograms,
+    plot_staged_trace,
+    plot_trace,
+    read_snapshots,
+    read_trace,
+)
 
 
 def read_runs(dirs: list[Path]) -> list[dict[str, Any]]:
@@ -145,6 +151,55 @@ def plot_widths(run: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def layer_bits(run: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per quantized layer (module path): (weight bits, activation bits), from the run's assignment."""
+    raw = run.get("assignment") or {}
+    values = raw.get("values", raw) if isinstance(raw, dict) else {}
+    out: dict[str, list[int]] = {}
+    for kid, v in values.items():
+        kind, _, site = str(kid).partition(":")
+        if kind == "weight_bits":
+            out.setdefault(site.rpartition(".")[0], [32, 32])[0] = int(v)
+        elif kind == "act_bits":
+            out.setdefault(site, [32, 32])[1] = int(v)
+    return {k: (w, a) for k, (w, a) in out.items() if min(w, a) < 32}
+
+
+def plot_bits(run: dict[str, Any], path: Path) -> bool:
+    """Weight and activation bits per layer, with the layer's kept share of its output units; False
+    (no file) when nothing is quantized."""
+    bits = layer_bits(run)
+    if not bits:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(bits)
+    xs = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
+    ax.bar(
+        [x - 0.2 for x in xs], [bits[n][0] for n in names], width=0.4, label="weight bits", color="#3b7dd8"
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [bits[n][1] for n in names],
+        width=0.4,
+        label="activation bits",
+        color="#f28e2b",
+    )
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=75, ha="right", fontsize=7)
+    ax.set_ylabel("bits")
+    ax.set_title(f"bits per layer ({run.get('method', '')})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return True
+
+
 def plot_accuracy_flops(runs: list[dict[str, Any]], path: Path) -> None:
     """Accuracy against FLOPs: one line per method and base model (runs on other bases are never joined),
     points in FLOPs order, each labelled with its run; failed runs are left out by the caller."""
@@ -197,6 +252,7 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plot_widths(runs[0], out / "widths.png")
     plot_accuracy_flops(runs, out / "accuracy_flops.png")
+    has_bits = plot_bits(runs[0], out / "bits.png")
     lines = [
         "# netdiet compression report",
         "",
@@ -224,6 +280,22 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         "![accuracy vs flops](accuracy_flops.png)",
         "",
     ]
+    if has_bits:
+        bits = layer_bits(runs[0])
+        lines += [
+            "## Bits per layer",
+            "",
+            f"BOPs relative to fp32 x fp32: {_fmt(runs[0]['compressed'].get('bops'), 1, 0)} / "
+            f"{_fmt(runs[0]['dense'].get('bops'), 1, 0)} = "
+            f"{_fmt(runs[0]['compressed'].get('bops', 0) / max(1.0, runs[0]['dense'].get('bops', 1)), 1, 4)}.",
+            "",
+            "![bits per layer](bits.png)",
+            "",
+            "| layer | weight bits | activation bits |",
+            "|---|---|---|",
+            *[f"| {n} | {w} | {a} |" for n, (w, a) in bits.items()],
+            "",
+        ]
     budgeted = [r for r in runs if r.get("latency")]
     if budgeted:
         lines += [
@@ -243,7 +315,19 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
         lines.append("")
     first = Path(runs[0]["_dir"])
     trace = read_trace(first)
-    if trace:
+    if trace and "stage" in trace[-1]:
+        plot_staged_trace(trace, out / "dynamics.png")
+        dyn = runs[0].get("dynamics", {})
+        starts = ", ".join(f"{k} at step {v}" for k, v in dyn.get("stage_starts", {}).items())
+        lines += [
+            "## Training stages",
+            "",
+            f"{len(trace)} steps ({starts}); largest bit-bound violation {_fmt(dyn.get('max_bound_violation'), 1, 4)}.",
+            "",
+            "![stages](dynamics.png)",
+            "",
+        ]
+    elif trace:
         plot_trace(trace, out / "dynamics.png")
         dyn = runs[0].get("dynamics", {})
         lines += [
