@@ -243,3 +243,17 @@ def test_compressor_checks_the_table_and_exports_under_the_latency_budget(r20: S
             latency_table=elsewhere,
             force_table=True,
         )
+
+
+def test_read_off_steps_over_counts_that_are_slower_than_their_neighbours(r20: Setup) -> None:
+    """Without channel multiples, one channel off a block of 8 is slower on the synthetic backend (x1.5),
+    so no single step down saves latency from an aligned count: the read-off must look further down."""
+    from netdiet.methods.context import MethodContext
+    from netdiet.methods.readoff import read_off
+
+    ctx = MethodContext(r20.space, Budget(latency=0.5), latency=r20.latency)
+    ctx.multiples = {}  # every group moves one channel at a time
+    scores = {g.name: torch.linspace(1.0, 2.0, g.size) for g in r20.space.groups}
+    dense = r20.latency.predict_keep(None)
+    setting = read_off(ctx, scores, {}, 0.6 * dense, tolerance=0.05, start="full")
+    assert predicted(r20, setting) <= 0.6 * dense

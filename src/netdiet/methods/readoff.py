@@ -137,9 +137,18 @@ def read_off(
             if score < best_score:
                 best, best_score = key, score
         if best is None:
-            raise ConfigError(
-                f"cannot reach {metric} <= {target:.4g}: the smallest setting the constraints allow costs {value:.4g}"
-            )
+            # measured latency is not monotone in the counts (a count off a kernel's block is slower):
+            # where no single step saves, look further down each knob for the first count that does
+            jump = _look_ahead(kept, min_keep, step, order, importance, current, value)
+            if jump is None:
+                raise ConfigError(
+                    f"cannot reach {metric} <= {target:.4g}: the smallest setting the constraints allow costs "
+                    f"{value:.4g}"
+                )
+            best, n_steps = jump
+            kept[best] -= n_steps * step[best]
+            value = current()
+            continue
         kept[best] -= step[best]
         value = current()
     while value < lower:
@@ -169,6 +178,30 @@ def read_off(
     }
     ranks = {n: torch.sort(order[("rank", n)][: kept[("rank", n)]]).values for (k, n) in kept if k == "rank"}
     return Assignment.of(keep=keep, ranks=ranks)
+
+
+LOOK_AHEAD_STEPS = 16
+
+
+def _look_ahead(kept, min_keep, step, order, importance, current, value):  # type: ignore[no-untyped-def]
+    """(knob, steps) of the least important block whose removal, up to LOOK_AHEAD_STEPS steps down, is
+    the first that lowers the cost; None when no knob has one."""
+    best, best_score = None, float("inf")
+    for key in kept:
+        start = kept[key]
+        for n in range(2, LOOK_AHEAD_STEPS + 1):
+            if start - n * step[key] < min_keep[key]:
+                break
+            kept[key] = start - n * step[key]
+            saves = current() < value
+            kept[key] = start
+            if saves:
+                block = order[key][start - n * step[key] : start]
+                score = float(importance[key][block].max())
+                if score < best_score:
+                    best, best_score = (key, n), score
+                break
+    return best
 
 
 def _swap_into_window(
