@@ -70,3 +70,43 @@ def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None
     flops = netdiet.measured_flops(result.model, example)
     assert 0.49 * dense <= flops <= 0.5 * dense
     assert result.model.config.hidden_size <= 32
+
+
+def test_trainer_callback_runs_geta_with_the_gradients_and_keeps_its_bounds(tmp_path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+    from netdiet.integrations.hf import NetdietCallback
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = BertForSequenceClassification(config)
+    example = {
+        "input_ids": torch.zeros(2, 12, dtype=torch.long),
+        "attention_mask": torch.ones(2, 12, dtype=torch.long),
+    }
+    comp = Compressor(model, example, Budget(bops=0.04), method="geta", observe_steps=2)
+    callback = NetdietCallback(comp)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=20,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    Trainer(model=comp.model, args=args, train_dataset=TinyTokens(), callbacks=[callback]).train()
+    method = comp.method
+    assert method.steps == 20 and method.stage(20) == "cooldown"
+    # the callback stepped before the Trainer zeroed the gradients: the Taylor sums saw them
+    assert all(float(v.sum()) > 0 for v in method.taylor.values())
+    assert method.max_bound_violation <= 1e-3
+    assignment = method.read_off()
+    assert all(4 <= v <= 8 for k, v in assignment.items() if k.startswith("weight_bits:"))
+    from netdiet.cost import price
+
+    assert float(price(method.space, assignment).bops) <= 0.04 * float(price(method.space).bops) * (1 + 1e-9)

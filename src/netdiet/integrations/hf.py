@@ -8,7 +8,8 @@
 
 The penalty joins the loss through a forward hook on `comp.model` (active only in training mode, and only
 when the model returns a loss), so the Trainer's own loss computation, gradient accumulation, mixed
-precision and schedule are untouched; `Compressor.step()` runs after each optimizer step.
+precision and schedule are untouched; `Compressor.step()` runs after each optimizer step, before the
+Trainer zeroes the gradients (the methods read them).
 """
 
 from __future__ import annotations
@@ -62,8 +63,13 @@ class NetdietCallback(TrainerCallback):  # type: ignore[misc,valid-type]
         self.compressor.begin(int(state.max_steps))
         return control
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        # after the optimizer's step and before the Trainer zeroes the gradients: methods read them
+        # (l1l2's gate gradients, geta's saliency)
         self.compressor.step()
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         status = self.compressor.status()
         status["step"] = float(state.global_step)
         self.log.append(status)
