@@ -35,6 +35,8 @@ CLI_SMALL = {
     "--out r20-ort-b64.json --validate 2",
     "--data cifar10 --data-dir ../shared/data --budget flops=0.5": "--data digits --budget flops=0.5 "
     "--epochs 0.3 --finetune-epochs 0.3",
+    "--batch 64 --int8 --out r20-ort-b64.json": "--backend synthetic --batch 64 --int8 --out r20-ort-b64.json "
+    "--calibrate 2",
 }
 
 MYNET = """
@@ -108,6 +110,10 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
         namespace["q"].report["compressed"]["bops"]
         <= 0.03 * namespace["q"].report["dense"]["bops"] * 1.000001
     )
+    assert (
+        namespace["g"].report["compressed"]["bops"]
+        <= 0.05 * namespace["g"].report["dense"]["bops"] * 1.000001
+    )
 
 
 def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -136,6 +142,8 @@ def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
     assert (tmp_path / "runs" / "mynet-half" / "base.json").is_file()
     assert (tmp_path / "runs" / "r20-int8" / "model.int8.onnx").is_file()
     assert (tmp_path / "runs" / "r20" / "model.int8.onnx").is_file()
+    assert (tmp_path / "runs" / "r20-int8-fast" / "report.json").is_file()
+    assert (tmp_path / "runs" / "r20-geta" / "model.int8.onnx").is_file()
 
 
 def test_the_analyze_output_shown_in_readme_is_what_the_command_prints(capsys) -> None:

@@ -73,6 +73,8 @@ def test_compress_with_geta_to_a_bops_budget_learns_bits_and_saves_a_model_that_
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Bits per layer" in md and "## Training stages" in md and "cooldown at step" in md
-    assert (tmp_path / "rep" / "bits.png").stat().st_size > 0 and (tmp_path / "rep" / "dynamics.png").is_file()
+    assert (tmp_path / "rep" / "bits.png").stat().st_size > 0 and (
+        tmp_path / "rep" / "dynamics.png"
+    ).is_file()
     argv_bits = [*argv, "--bits", "8", "--out", str(tmp_path / "x"), "--no-progress"]
     assert main(argv_bits) == 2  # geta learns its bits: a fixed --bits is refused
