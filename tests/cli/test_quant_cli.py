@@ -59,7 +59,11 @@ def test_compress_with_geta_to_a_bops_budget_learns_bits_and_saves_a_model_that_
 ) -> None:
     out = tmp_path / "g"
     argv = ["compress", "--checkpoint", str(dense_run), "--budget", "bops=0.05", "--method", "geta"]
-    assert main([*argv, "--epochs", "1", "--finetune-epochs", "0.2", "--out", str(out), "--no-progress"]) == 0
+    opts = ["--method-opt", "weight_bits=[4,8]", "--method-opt", "pruning_periods=3"]
+    assert (
+        main([*argv, *opts, "--epochs", "1", "--finetune-epochs", "0.2", "--out", str(out), "--no-progress"])
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["compressed"]["bops"] <= 0.05 * report["dense"]["bops"] * (1 + 1e-9)
     assert report["dynamics"]["max_bound_violation"] <= 1e-3
@@ -76,5 +80,7 @@ def test_compress_with_geta_to_a_bops_budget_learns_bits_and_saves_a_model_that_
     assert (tmp_path / "rep" / "bits.png").stat().st_size > 0 and (
         tmp_path / "rep" / "dynamics.png"
     ).is_file()
+    bad = [*argv, "--method-opt", "weight_bitz=[4,8]", "--out", str(tmp_path / "y"), "--no-progress"]
+    assert main(bad) == 2 and not (tmp_path / "y").exists()  # a typo is refused, nothing written
     argv_bits = [*argv, "--bits", "8", "--out", str(tmp_path / "x"), "--no-progress"]
     assert main(argv_bits) == 2  # geta learns its bits: a fixed --bits is refused

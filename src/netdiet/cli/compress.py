@@ -94,6 +94,14 @@ def add_parser(sub: Any) -> None:
         "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
     )
     p.add_argument(
+        "--method-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the method's config, e.g. weight_bits=[4,8] or pruning_periods=3 for geta "
+        "(JSON values; repeatable)",
+    )
+    p.add_argument(
         "--epochs",
         type=float,
         default=None,
@@ -153,6 +161,7 @@ def add_parser(sub: Any) -> None:
 
 def check_options(args: argparse.Namespace, budget: Budget) -> None:
     """Refuse options that would be silently ignored: they mean the user expects something else."""
+    parse_method_options(args.method, args.method_opt)  # unknown keys refused before anything is written
     if args.latency_batch < 1:
         raise NetdietError("--latency-batch must be >= 1")
     if args.bits is not None and not 2 <= args.bits <= 32:
@@ -191,6 +200,27 @@ def check_options(args: argparse.Namespace, budget: Budget) -> None:
 
 
 METHOD_TRAINS = {name: bool(getattr(cls, "needs_training", False)) for name, cls in METHODS.items()}
+
+
+def parse_method_options(method: str, items: list[str]) -> dict[str, Any]:
+    """--method-opt KEY=VALUE pairs: values read as JSON (lists become tuples), else kept as text; keys
+    checked against the method's config, so a typo is refused with the options it takes."""
+    out: dict[str, Any] = {}
+    known = options_of(method)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise NetdietError(f"--method-opt takes KEY=VALUE, got {item!r}")
+        if key not in known:
+            raise NetdietError(
+                f"--method-opt {key}: method '{method}' has no such option; its options are {sorted(known)}"
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def takes_option(method: str, option: str) -> bool:
@@ -303,7 +333,8 @@ def _compress_into(
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
         log_epochs=not args.json,  # --json prints one JSON document and nothing else
     )
-    options = {"lowrank": False} if args.no_lowrank else {}
+    options: dict[str, Any] = {"lowrank": False} if args.no_lowrank else {}
+    options.update(parse_method_options(args.method, args.method_opt))
     epochs = args.epochs if args.epochs is not None else (1.0 if METHOD_TRAINS.get(args.method) else 0.0)
     val = bundle.eval.get("val")
     table_path = None
