@@ -47,7 +47,7 @@ from netdiet.methods.context import MethodContext
 from netdiet.methods.importance import per_group_normalised, unit_norms
 from netdiet.methods.readoff import minimum_cost, read_off
 from netdiet.methods.registry import register_method
-from netdiet.quant import LearnedBitQuantizer
+from netdiet.quant.learned import attach_learned_bits, float_tensor
 from netdiet.space import Assignment, knob_id
 
 STAGES = ("warmup", "projection", "joint", "cooldown")
@@ -96,41 +96,6 @@ class GetaConfig:
             raise ConfigError(f"tolerance must be in (0, 0.5), got {self.tolerance}")
 
 
-class _InputQuantizer(nn.Module):
-    """A layer's input quantizer: observes ranges on the first batches, then quantizes."""
-
-    def __init__(self, init_bits: int) -> None:
-        super().__init__()
-        self.q = LearnedBitQuantizer(init_bits=float(init_bits), signed=False)
-        self.observed: list[float] = []
-        self.negative = False
-        self.active = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            with torch.no_grad():
-                flat = x.detach().float().reshape(-1)
-                sample = flat[:: max(1, flat.numel() // 100_000)]
-                self.observed.append(float(torch.quantile(sample.abs(), 0.999)))
-                self.negative = self.negative or bool((sample < 0).any())
-            return x
-        return self.q(x)
-
-    @torch.no_grad()
-    def activate(self, bits: float) -> None:
-        high = max(sum(self.observed) / max(1, len(self.observed)), 1e-6)
-        self.q.signed = self.negative
-        self.q.init_from(torch.tensor([high]), bits)
-        self.active = True
-
-
-def _input_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    quantizer = getattr(module, "geta_input_quantizer", None)
-    if quantizer is None or not args:
-        return args
-    return (quantizer(args[0]), *args[1:])
-
-
 @register_method("geta")
 class Geta(Method):
     Config = GetaConfig
@@ -148,19 +113,9 @@ class Geta(Method):
         self.act_sites = {k.site: k.id for k in context.knobs if k.kind == "act_bits"}
         if not self.weight_sites:
             raise ConfigError("geta quantizes conv and linear layers; the model has none with a bit knob")
-        self.weight_q: dict[str, LearnedBitQuantizer] = {}
-        for param, _ in self.weight_sites.items():
-            module, attr = self._owner(param)
-            q = LearnedBitQuantizer(init_bits=float(cfg.init_bits), signed=True)
-            q.init_from(getattr(module, attr).detach().abs().max().reshape(1))
-            parametrize.register_parametrization(module, attr, q)
-            self.weight_q[param] = q
-        self.act_q: dict[str, _InputQuantizer] = {}
-        for layer in self.act_sites:
-            module = self.model.get_submodule(layer) if layer else self.model
-            module.geta_input_quantizer = _InputQuantizer(cfg.init_bits)
-            module.register_forward_pre_hook(_input_hook)
-            self.act_q[layer] = module.geta_input_quantizer
+        self.weight_q, self.act_q = attach_learned_bits(
+            self.model, self.weight_sites, self.act_sites, float(cfg.init_bits)
+        )
         self.final_bounds = self._final_bounds()
         self.total_steps: int | None = None
         self.steps = 0
@@ -348,12 +303,7 @@ class Geta(Method):
 
     def _float_param(self, param: str) -> torch.Tensor | None:
         """The trained float tensor behind `param` (the parametrization's original where quantized)."""
-        module, attr = self._owner(param)
-        if parametrize.is_parametrized(module, attr):
-            plist: Any = module.parametrizations
-            return plist[attr].original
-        value = getattr(module, attr, None)
-        return value if isinstance(value, nn.Parameter) else None
+        return float_tensor(self.model, param)
 
     @torch.no_grad()
     def _accumulate_saliency(self) -> None:
@@ -536,9 +486,8 @@ class Geta(Method):
         self.cosine = {n: v.clone() for n, v in state["cosine"].items()}
         self.stat_steps = int(state["stat_steps"])
         self._frozen = state["frozen"]
-        for n, (observed, negative, active, signed) in state["inputs"].items():
-            q = self.act_q[n]
-            q.observed, q.negative, q.active, q.q.signed = list(observed), negative, active, signed
+        for n, saved in state["inputs"].items():
+            self.act_q[n].load(saved)
         self._period_start = int(state["period_start"])
         slices = self._redundant_slices() if self._period >= 0 else []
         self._fading = [
