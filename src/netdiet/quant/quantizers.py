@@ -47,6 +47,32 @@ def _sync_ready(module: nn.Module, incompatible: Any) -> None:
     module.__dict__["ready"] = bool(module.initialized)
 
 
+class _LSQFakeQuant(torch.autograd.Function):
+    """y = s * (clamp(round(x / s) + z, qmin, qmax) - z) in one op with LSQ's gradients written out:
+    dy/dx = 1 inside the grid, dy/ds = round(x/s) - x/s inside, qmin - z below, qmax - z above (the step's
+    gradient scale is applied to s before the call). Same values and gradients as the composed ops,
+    without keeping their intermediates for backward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmin: int, qmax: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, s, z)
+        ctx.qmin, ctx.qmax = qmin, qmax
+        return (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, s, z = ctx.saved_tensors
+        scaled = x / s
+        shifted = torch.round(scaled) + z
+        below, above = shifted < ctx.qmin, shifted > ctx.qmax
+        inside = ~(below | above)
+        grad_x = grad * inside
+        ds = torch.where(inside, torch.round(scaled) - scaled, torch.where(below, ctx.qmin - z, ctx.qmax - z))
+        return grad_x, (grad * ds).sum_to_size(s.shape), None, None, None
+
+
 class LSQQuantizer(nn.Module):
     """Fake quantization with a learned step. `axis`: the per-channel axis (None: per tensor)."""
 
@@ -106,8 +132,8 @@ class LSQQuantizer(nn.Module):
         s = grad_scale(self.step.abs().clamp_min(1e-8), 1.0 / math.sqrt(max(1, per_scale) * self.qmax))
         s = s.reshape(self._shape(x))
         z = self.zero_point.reshape(self._shape(x))
-        q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
-        return (q - z) * s
+        out: torch.Tensor = _LSQFakeQuant.apply(x, s, z, self.qmin, self.qmax)
+        return out
 
     def extra_repr(self) -> str:
         where = "per-tensor" if self.axis is None else f"per-channel (axis {self.axis})"
