@@ -132,3 +132,24 @@ def test_a_latency_budget_with_int8_is_priced_from_int8_timings_and_measured_as_
     # the synthetic backend is deterministic: the measured int8 export is what the table predicted
     assert lat8["measured_ratio"] == pytest.approx(lat8["predicted_ratio"], rel=0.05)
     assert int8.report["compressed"]["flops"] > fp32.report["compressed"]["flops"]
+
+
+def test_l1l2_with_learned_bits_in_one_call_meets_the_bops_budget_with_its_own_bits(digits) -> None:
+    result = netdiet.compress(
+        small_resnet(),
+        digits.train,
+        "bops=0.03",
+        method="l1l2",
+        method_options={"learn_bits": True},
+        epochs=0.5,
+        finetune_epochs=0.2,
+        train_config=TrainConfig(lr=0.02, progress=False),
+        latency_batches=(),
+        progress=False,
+    )
+    report = result.report
+    assert report["bits"] == 8  # quantized, each layer at the bits l1l2 learned (at most 8 here)
+    assert report["compressed"]["bops"] <= 0.03 * report["dense"]["bops"] * (1 + 1e-9)
+    bits = {v for k, v in result.exported.assignment.items() if k.startswith("weight_bits:")}
+    assert bits and all(4 <= b <= 8 for b in bits)
+    assert {q.weight_bits for q in quantized_layers(result.model).values()} == bits

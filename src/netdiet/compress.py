@@ -192,7 +192,11 @@ def compress(
         resolved_bits = (
             bits
             if bits is not None
-            else (8 if budget.metric == "bops" else method_class(method).default_bits)
+            else (
+                8
+                if budget.metric == "bops" or method_class(method).learns_bits(method_options or {})
+                else method_class(method).default_bits
+            )
         )
         # a quantized result runs int8 kernels: its latency is priced from int8 timings, measured here
         precisions = ("fp32", "int8") if int(resolved_bits) <= 8 and budget.needs_latency else ("fp32",)

@@ -110,14 +110,15 @@ class Compressor:
                     stacklevel=2,
                 )
         self._evaluator = evaluator
-        chooses_bits = method_class(method).chooses_bits
+        chooses_bits = method_class(method).learns_bits(config)
         if chooses_bits and bits is not None:
             raise ConfigError(
                 f"method '{method}' learns every layer's bit width itself; leave bits unset and give its "
                 "bounds in its config (e.g. weight_bits=(4, 8), act_bits=(8, 8))"
             )
         if bits is None:
-            bits = 8 if budget.metric == "bops" and not chooses_bits else method_class(method).default_bits
+            # a method that learns bits gives every layer its own (at most 8 here); 8 marks "quantized"
+            bits = 8 if budget.metric == "bops" or chooses_bits else method_class(method).default_bits
         self.bits = int(bits)
         self.calibration = calibration
         uniform = self.bits < 32 and not chooses_bits

@@ -161,3 +161,56 @@ def test_penalty_without_begin_names_total_steps_and_unknown_options_are_refused
 def test_unknown_gate_optimizer_is_refused() -> None:
     with pytest.raises(ConfigError, match="gate_optimizer"):
         L1L2Config(gate_optimizer="adamw")  # a typo must not silently train the gates with SGD
+
+
+# ----- learned bits ---------------------------------------------------------------------------------
+
+
+def test_l1l2_with_learned_bits_trades_bits_and_widths_against_one_budget() -> None:
+    from netdiet.cost import price
+
+    x, y = data(64)
+    comp = Compressor(
+        small_cnn(),
+        (x[:1],),
+        "bops=0.02",
+        method="l1l2",
+        learn_bits=True,
+        weight_bits=(2, 8),
+        act_bits=(4, 8),
+    )
+    comp.begin(40)
+    method = comp.method
+    opt = torch.optim.SGD(comp.model.parameters(), lr=0.05, momentum=0.9)
+    seen: list[list[float]] = []
+    for i in range(40):
+        xb, yb = x[(i % 8) * 8 : (i % 8) * 8 + 8], y[(i % 8) * 8 : (i % 8) * 8 + 8]
+        loss = F.cross_entropy(comp.model(xb), yb) + comp.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        comp.step(float(loss.detach()))
+        widths = []
+        for kind, _, q in method.bits.quantizers():
+            low, high = method.bits.bounds[kind]
+            b = float(q.bits().detach().max())
+            assert low - 1e-3 <= b <= high + 1e-3  # bounds after every step
+            widths.append(b)
+        seen.append(widths)
+    # the penalty priced the bits: some came down from 8 under the cost pressure
+    assert min(seen[-1]) < 7.5
+    assignment = comp.method.read_off()
+    bits = {k: v for k, v in assignment.items() if "bits" in k}
+    assert bits and all(2 <= v <= 8 for k, v in bits.items() if k.startswith("weight_bits:"))
+    dense = float(price(method.space).bops)
+    assert float(price(method.space, assignment).bops) <= 0.02 * dense * (1 + 1e-9)
+    # widths were cut too: the budget is below what 8-bit weights and activations alone reach (0.0625)
+    assert sum(len(v) for v in assignment.keep.values()) <= sum(g.size for g in method.space.groups)
+
+
+def test_learned_bits_refuse_fixed_bits_and_bad_bounds() -> None:
+    x, _ = data(2)
+    with pytest.raises(ConfigError, match="learns every layer's bit width"):
+        Compressor(small_cnn(), (x[:1],), "bops=0.05", method="l1l2", learn_bits=True, bits=8)
+    with pytest.raises(ConfigError, match="weight_bits"):
+        L1L2Config(learn_bits=True, weight_bits=(8, 4))

@@ -46,6 +46,12 @@ class Method:
     # which is then quantization-aware (not fine-tuned in float and quantized after)
     trains_quantized: ClassVar[bool] = False
 
+    @classmethod
+    def learns_bits(cls, options: dict[str, Any]) -> bool:
+        """Whether the method, built with these config options, sets every bit knob itself (then the
+        caller fixes none and the result is quantized at the method's bits)."""
+        return cls.chooses_bits
+
     def __init__(self, model: nn.Module, context: MethodContext, config: Any = None) -> None:
         if config is None:
             config = self.Config()

@@ -31,6 +31,7 @@ from netdiet.methods.importance import IMPORTANCE, TaylorAccumulator, combine, u
 from netdiet.methods.readoff import minimum_cost, read_off
 from netdiet.methods.registry import register_method
 from netdiet.methods.relaxed import relaxed_count
+from netdiet.quant.learned import attach_learned_bits
 from netdiet.space import Assignment, knob_id
 
 SNAPSHOTS = 6  # gate snapshots kept over the gated phase (for histograms in the report)
@@ -57,8 +58,22 @@ class L1L2Config:
     rewind: bool = True
     freeze_weights: bool = False
     tolerance: float = 0.01
+    # learned bits (the paper's bit gates as a learned bit width per layer, priced by the relaxed cost)
+    learn_bits: bool = False
+    weight_bits: tuple[int, int] = (4, 8)
+    act_bits: tuple[int, int] = (8, 8)
+    observe_steps: int = 8
 
     def __post_init__(self) -> None:
+        self.weight_bits = tuple(int(b) for b in self.weight_bits)  # type: ignore[assignment]
+        self.act_bits = tuple(int(b) for b in self.act_bits)  # type: ignore[assignment]
+        for name, (low, high) in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits)):
+            if not 2 <= low <= high <= 16:
+                raise ConfigError(
+                    f"{name} must be (b_min, b_max) with 2 <= b_min <= b_max <= 16, got {(low, high)}"
+                )
+        if self.observe_steps < 1:
+            raise ConfigError(f"observe_steps must be >= 1, got {self.observe_steps}")
         if self.gate_lr <= 0:
             raise ConfigError(f"gate_lr must be > 0, got {self.gate_lr}")
         if not 0 < self.tolerance < 0.5:
@@ -86,20 +101,30 @@ class L1L2(Method):
     # test points but cost ResNet-20 0.2-0.3 and ResNet-56 0.6-1.2 (3 seeds, docs/l1l2-dynamics.md)
     min_steps = 0
 
+    @classmethod
+    def learns_bits(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("learn_bits", False))
+
     def __init__(self, model: nn.Module, context: MethodContext, config: L1L2Config | None = None) -> None:
         super().__init__(model, context, config)
         space = self.space
         self.model = copy.deepcopy(model)
+        self.bits = LearnedBits(self, self.config) if self.config.learn_bits else None
         # latency tables time dense layers, not factorised pairs: under a latency budget a rank would be
         # priced as free, so singular-value gates are off there
         # rewound weights are not low-rank, so a factorised export of them could not be exact
         lowrank = self.config.lowrank and self.latency is None and not self.config.rewind
+        lowrank = lowrank and self.bits is None  # a factorised weight has no single quantizer
         self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank)
+        if self.bits is not None:
+            self.bits.attach()
         if self.config.freeze_weights:
             # only the gates learn: the gated phase is a search over the dense weights it rewinds to
             for p in self.model.parameters():
                 p.requires_grad_(False)
-        self.check_feasible(minimum_cost(context, self.gates.rank_names))
+        self.check_feasible(minimum_cost(self.pricing_context(), self.gates.rank_names))
+        if self.bits is not None:  # the schedule anneals from the full model at the largest bits
+            self.dense = float(self.pricing_context("high").price())
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
         self.schedule = CostSchedule(
             self.target / self.dense, self.config.anneal_fraction, float(self.config.harden_fraction or 0.0)
@@ -148,8 +173,20 @@ class L1L2(Method):
 
     def surrogate(self) -> torch.Tensor:
         counts, ranks = self.relaxed_counts()
-        value = self.context.price(Assignment.of(keep=counts, ranks=ranks))
+        assignment = Assignment.of(keep=counts, ranks=ranks)
+        if self.bits is not None:
+            assignment = Assignment({**assignment, **self.bits.relaxed()})
+        value = self.context.price(assignment)
         return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+    def pricing_context(self, at: str = "low") -> MethodContext:
+        """The context the read-off prices with: with learned bits, every layer at its whole bits now
+        (`at="now"`), its lowest (`"low"`: what is reachable) or highest (`"high"`: where it starts)."""
+        if self.bits is None:
+            return self.context
+        ctx = copy.copy(self.context)
+        ctx.fixed = self.bits.whole(at)
+        return ctx
 
     def target_ratio(self) -> float:
         """The relaxed cost / dense the schedule asks for after the current step."""
@@ -172,6 +209,8 @@ class L1L2(Method):
         ratio = self.surrogate() / self.dense
         self.last_surrogate = float(ratio.detach()) * self.dense
         params = list(self.gates.parameters())
+        if self.bits is not None and ratio.requires_grad:
+            self.bits.collect(ratio)
         if ratio.requires_grad:
             grads = torch.autograd.grad(ratio, params, retain_graph=True, allow_unused=True)
             if self._pen_grads is None:
@@ -227,6 +266,8 @@ class L1L2(Method):
         self.optimizer.zero_grad(set_to_none=True)
         self._pen_grads = None
         self.gates.project()
+        if self.bits is not None:
+            self.bits.step(self._lam_used, frozen=self.hardening)
         if self.total_steps is not None:
             if not self.hardening and self.steps >= self.schedule.harden_start(self.total_steps):
                 self._start_hardening()
@@ -346,20 +387,39 @@ class L1L2(Method):
         start = {n: round(float(v.detach())) for n, v in counts.items()}
         start.update({w: round(float(v.detach())) for w, v in ranks.items()})
         scores, rank_scores = self.importance()
-        setting = read_off(
-            self.context,
-            scores,
-            rank_scores,
-            self.target,
-            self.config.tolerance,
-            start_counts=start,
-            normalise=False,
-        )
+        at = "now"
+        try:
+            setting = read_off(
+                self.pricing_context(at),
+                scores,
+                rank_scores,
+                self.target,
+                self.config.tolerance,
+                start_counts=start,
+                normalise=False,
+            )
+        except ConfigError:
+            if self.bits is None:
+                raise
+            # the bits have not come down far enough for any width to meet the budget: lowest bits
+            at = "low"
+            setting = read_off(
+                self.pricing_context(at),
+                scores,
+                rank_scores,
+                self.target,
+                self.config.tolerance,
+                start_counts=start,
+                normalise=False,
+            )
         keep_counts = {name: int(idx.numel()) for name, idx in setting.keep.items()}
         for weight, kept in setting.ranks.items():
             if not rank_pays(self.space, weight, keep_counts, int(kept.numel())):
                 # a dense layer costs the same at any rank: keep every direction, lose nothing
                 setting.set(knob_id("rank", weight), torch.arange(rank_scores[weight].numel()))
+        if self.bits is not None:
+            for kid, value in self.bits.whole(at).items():
+                setting.set(kid, value)
         return setting
 
     def _rank_magnitude(self) -> dict[str, torch.Tensor]:
@@ -420,3 +480,102 @@ def _effective(model: nn.Module, key: str) -> torch.Tensor:
     path, _, attr = key.rpartition(".")
     owner = model.get_submodule(path) if path else model
     return getattr(owner, attr).detach().clone()
+
+
+class LearnedBits:
+    """l1l2's bit knobs: a learned-bit quantizer on every conv/linear weight and input of the gated model.
+
+    The relaxed cost prices each layer at its current (fractional) bit width through leaf tensors, so the
+    penalty's gradient reaches the bits and not the quantizers' steps directly (the steps of weights are
+    ~1e-3, and a cost gradient on them would move the bits by whole units per step); the method then
+    moves every bit width by a plain gradient step sized so it can cross [b_min, b_max] within the anneal,
+    and projects it into its bounds. The task gradient trains the quantizers' steps and ranges through the
+    user's optimizer, as in GETA. Hardening freezes them at whole bits; the read-off prices the widths
+    at those bits, so the exported assignment meets the budget."""
+
+    def __init__(self, method: L1L2, config: L1L2Config) -> None:
+        self.method = method
+        self.config = config
+        knobs = method.context.knobs
+        self.weight_sites = {k.site: k.id for k in knobs if k.kind == "weight_bits"}
+        self.act_sites = {k.site: k.id for k in knobs if k.kind == "act_bits"}
+        if not self.weight_sites:
+            raise ConfigError("learn_bits: the model has no conv or linear layer with a bit knob")
+        self.bounds = {"weight": config.weight_bits, "act": config.act_bits}
+        self.leaves: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
+        self.lr: float | None = None
+        self.steps = 0
+        self.frozen: dict[str, int] | None = None
+
+    def attach(self) -> None:
+        start = float(max(self.config.weight_bits[1], self.config.act_bits[1]))
+        self.weight_q, self.act_q = attach_learned_bits(
+            self.method.model, self.weight_sites, self.act_sites, start
+        )
+        for q in self.weight_q.values():
+            q.project(*self.bounds["weight"])
+
+    def quantizers(self) -> list[tuple[str, str, Any]]:
+        """(kind, knob id, LearnedBitQuantizer) for every bit knob."""
+        out = [("weight", self.weight_sites[n], q) for n, q in self.weight_q.items()]
+        out += [("act", self.act_sites[n], q.q) for n, q in self.act_q.items()]
+        return out
+
+    def relaxed(self) -> dict[str, torch.Tensor]:
+        """Fresh leaves at the current bit widths (the surrogate's bit knobs)."""
+        self.leaves = {
+            kid: q.bits().detach().max().clone().requires_grad_(True) for _, kid, q in self.quantizers()
+        }
+        return dict(self.leaves)
+
+    def collect(self, ratio: torch.Tensor) -> None:
+        leaves = list(self.leaves.values())
+        grads = torch.autograd.grad(ratio, leaves, retain_graph=True, allow_unused=True)
+        for kid, g in zip(self.leaves, grads):
+            if g is not None:
+                self.grads[kid] = self.grads.get(kid, torch.zeros(())) + g.detach()
+
+    @torch.no_grad()
+    def step(self, lam: float, frozen: bool) -> None:
+        self.steps += 1
+        if self.steps == self.config.observe_steps:
+            for q in self.act_q.values():
+                q.activate(float(self.config.act_bits[1]))
+        if frozen and self.frozen is None:
+            self.frozen = {kid: int(v) for kid, v in self.whole("now").items()}
+        schedule = self.method.schedule
+        anneal = schedule.anneal_steps(self.method.total_steps or 1)
+        for kind, kid, q in self.quantizers():
+            low, high = self.bounds[kind]
+            if self.frozen is not None:
+                q.project(float(self.frozen[kid]), float(self.frozen[kid]))
+                continue
+            g = self.grads.get(kid)
+            if g is not None and high > low:
+                if self.lr is None:
+                    top = max((float(v.abs()) for v in self.grads.values()), default=0.0)
+                    self.lr = (1.0 / anneal) / max(self.method.controller.scale * top, 1e-12)
+                max_step = 2.0 * (high - low) / anneal
+                delta = float((self.lr * (high - low) * lam * g).clamp(-max_step, max_step))
+                b = float(q.bits().detach().max()) - delta
+                b = min(float(high), max(float(low), b))
+                q.project(b, b)
+            else:
+                q.project(float(low), float(high))
+        self.grads = {}
+
+    def whole(self, at: str) -> Assignment:
+        """Whole bits per knob: now (ceil of the current width), or every knob at its lowest/highest."""
+        values: dict[str, Any] = {}
+        for kind, kid, q in self.quantizers():
+            low, high = self.bounds[kind]
+            if at == "low":
+                values[kid] = low
+            elif at == "high":
+                values[kid] = high
+            elif self.frozen is not None:
+                values[kid] = self.frozen[kid]
+            else:
+                values[kid] = int(min(high, max(low, math.ceil(float(q.bits().detach().max()) - 1e-3))))
+        return Assignment(values)

@@ -220,8 +220,14 @@ class LearnedBitQuantizer(nn.Module):
         shape = [1] * x.dim()
         if self.axis is not None:
             shape[self.axis] = -1
-        d = self.d.abs().clamp_min(1e-8).reshape(shape)
-        q_m = self.q_m.abs().reshape(shape)
+        # LSQ's gradient scale, 1 / sqrt(values per step x levels): without it a plain optimizer step on
+        # a weight's d (~1e-3) moved its bit width by whole bits every step
+        levels = float(
+            (self.q_m.detach().abs() / self.d.detach().abs().clamp_min(1e-8)).mean().clamp_min(1.0)
+        )
+        factor = 1.0 / math.sqrt(max(1, x.numel() // max(1, self.d.numel())) * levels)
+        d = grad_scale(self.d.abs().clamp_min(1e-8), factor).reshape(shape)
+        q_m = grad_scale(self.q_m.abs(), factor).reshape(shape)
         out: torch.Tensor = _LearnedBitFakeQuant.apply(x, d, q_m, self.signed)
         return out
 
