@@ -117,7 +117,7 @@ def test_bounds_hold_after_every_step_under_adversarial_gradients() -> None:
 
 
 def test_b_max_falls_from_init_bits_to_the_final_bound_and_never_below_b_min() -> None:
-    comp = compressor(total=100, weight_bits=(4, 6), act_bits=(8, 8))
+    comp = compressor(total=100, weight_bits=(4, 6), act_bits=(8, 8), bit_share=0.0)
     method = comp.method
     assert isinstance(method, Geta)
     series = [method.b_max("weight", s) for s in range(0, 101)]
@@ -304,3 +304,17 @@ def test_the_optimizer_wrapper_steps_the_method_and_lr_schedulers_keep_working()
     other = Compressor(small_cnn(), EXAMPLE, "flops=0.5", method="uniform")
     with pytest.raises(ConfigError, match="cannot be resumed mid-run"):
         other.state_dict()
+
+
+def test_bits_take_their_share_of_the_budget_and_a_flops_budget_keeps_b_max() -> None:
+    half = compressor("bops=0.05", total=10, weight_bits=(4, 8), bit_share=0.5).method
+    none = compressor("bops=0.05", total=10, weight_bits=(4, 8), bit_share=0.0).method
+    all_bits = compressor("bops=0.05", total=10, weight_bits=(4, 8), bit_share=1.0).method
+    assert none.final_bounds["weight"] == (4, 8)
+    # 0.05 of fp32 from 0.0625 at 8 bits: half the log-reduction is 8 * 0.8**0.5 = 7.2 -> 7 bits
+    assert half.final_bounds["weight"] == (4, 7)
+    assert all_bits.final_bounds["weight"] == (4, 6)  # 6 bits alone reach 0.047
+    flops = compressor("flops=0.5", total=10, weight_bits=(4, 8), bit_share=1.0).method
+    assert flops.final_bounds["weight"] == (4, 8)  # bits do not change FLOPs
+    with pytest.raises(ConfigError, match="bit_share"):
+        GetaConfig(bit_share=1.5)
