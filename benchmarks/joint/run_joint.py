@@ -324,6 +324,7 @@ def render() -> str:
                 f"- {path.name}: seeds {data['seeds']}, {len(data['rows'])} rows"
                 f"{'' if data.get('complete', True) else ' (cut short)'}; {data['machine']}; torch {data['torch']}, "
                 f"onnxruntime {data['onnxruntime']}; commit {data['commit']}; wall {data['wall_s'] / 60:.1f} min"
+                + (f"; {data['dropped']}" if data.get("dropped") else "")
             )
         lines += [
             "",
@@ -349,6 +350,12 @@ def render() -> str:
                 f"{statistics.mean(r.get('train_s', r['wall_s']) / r['plain_finetune_s'] for r in rows):.2f}"
                 f"{'' if all('train_s' in r for r in rows) else '*'} |"
             )
+        lines += [
+            "",
+            "Speed-ups come from short interleaved passes on 2 cores shared with the other benchmark process",
+            "(and at times the test suite): rows with the same architecture differ by up to 1.5x between passes.",
+            "The latency-budget table below is the compress report's own measurement (5 interleaved rounds).",
+        ]
         lat = [(k, r) for k, rows in sorted(by.items()) for r in rows if "latency_budget" in r]
         if lat:
             lines += [
