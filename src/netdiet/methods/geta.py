@@ -48,7 +48,7 @@ from netdiet.methods.context import MethodContext
 from netdiet.methods.importance import per_group_normalised, unit_norms
 from netdiet.methods.readoff import minimum_cost, read_off
 from netdiet.methods.registry import register_method
-from netdiet.quant.learned import attach_learned_bits, float_tensor
+from netdiet.quant.learned import attach_learned_bits, check_bit_bounds, float_tensor
 from netdiet.space import Assignment, knob_id
 
 STAGES = ("warmup", "projection", "joint", "cooldown")
@@ -82,10 +82,7 @@ class GetaConfig:
         self.weight_bits = tuple(int(b) for b in self.weight_bits)  # type: ignore[assignment]
         self.act_bits = tuple(int(b) for b in self.act_bits)  # type: ignore[assignment]
         for name, (low, high) in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits)):
-            if not 2 <= low <= high <= 16:
-                raise ConfigError(
-                    f"{name} must be (b_min, b_max) with 2 <= b_min <= b_max <= 16, got {(low, high)}"
-                )
+            check_bit_bounds(name, (low, high))
             if high > self.init_bits:
                 raise ConfigError(f"{name} b_max {high} is above init_bits {self.init_bits}")
         if not 2 <= self.init_bits <= 16:

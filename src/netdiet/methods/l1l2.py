@@ -31,7 +31,7 @@ from netdiet.methods.importance import IMPORTANCE, TaylorAccumulator, combine, u
 from netdiet.methods.readoff import minimum_cost, read_off
 from netdiet.methods.registry import register_method
 from netdiet.methods.relaxed import relaxed_count
-from netdiet.quant.learned import attach_learned_bits
+from netdiet.quant.learned import attach_learned_bits, check_bit_bounds
 from netdiet.space import Assignment, knob_id
 
 SNAPSHOTS = 6  # gate snapshots kept over the gated phase (for histograms in the report)
@@ -68,10 +68,7 @@ class L1L2Config:
         self.weight_bits = tuple(int(b) for b in self.weight_bits)  # type: ignore[assignment]
         self.act_bits = tuple(int(b) for b in self.act_bits)  # type: ignore[assignment]
         for name, (low, high) in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits)):
-            if not 2 <= low <= high <= 16:
-                raise ConfigError(
-                    f"{name} must be (b_min, b_max) with 2 <= b_min <= b_max <= 16, got {(low, high)}"
-                )
+            check_bit_bounds(name, (low, high))
         if self.observe_steps < 1:
             raise ConfigError(f"observe_steps must be >= 1, got {self.observe_steps}")
         if self.gate_lr <= 0:
@@ -387,31 +384,24 @@ class L1L2(Method):
         start = {n: round(float(v.detach())) for n, v in counts.items()}
         start.update({w: round(float(v.detach())) for w, v in ranks.items()})
         scores, rank_scores = self.importance()
-        at = "now"
-        try:
-            setting = read_off(
-                self.pricing_context(at),
-                scores,
-                rank_scores,
-                self.target,
-                self.config.tolerance,
-                start_counts=start,
-                normalise=False,
-            )
-        except ConfigError:
-            if self.bits is None:
-                raise
-            # the bits have not come down far enough for any width to meet the budget: lowest bits
-            at = "low"
-            setting = read_off(
-                self.pricing_context(at),
-                scores,
-                rank_scores,
-                self.target,
-                self.config.tolerance,
-                start_counts=start,
-                normalise=False,
-            )
+        # with learned bits: price widths at the whole bits reached; if those cannot meet the budget at
+        # any width (the bits have not come down far enough), at the lowest bits
+        choices = ["now", "low"] if self.bits is not None else ["now"]
+        for at in choices:
+            try:
+                setting = read_off(
+                    self.pricing_context(at),
+                    scores,
+                    rank_scores,
+                    self.target,
+                    self.config.tolerance,
+                    start_counts=start,
+                    normalise=False,
+                )
+                break
+            except ConfigError:
+                if at == choices[-1]:
+                    raise
         keep_counts = {name: int(idx.numel()) for name, idx in setting.keep.items()}
         for weight, kept in setting.ranks.items():
             if not rank_pays(self.space, weight, keep_counts, int(kept.numel())):

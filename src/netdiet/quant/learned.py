@@ -98,3 +98,12 @@ def float_tensor(model: nn.Module, param: str) -> torch.Tensor | None:
         return plist[attr].original
     value = getattr(module, attr, None)
     return value if isinstance(value, nn.Parameter) else None
+
+
+def check_bit_bounds(name: str, bounds: tuple[int, int]) -> None:
+    """A (b_min, b_max) pair a learned-bit quantizer can be projected into."""
+    from netdiet.errors import ConfigError
+
+    low, high = bounds
+    if not 2 <= low <= high <= 16:
+        raise ConfigError(f"{name} must be (b_min, b_max) with 2 <= b_min <= b_max <= 16, got {(low, high)}")
