@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -30,23 +32,24 @@ class TinyTokens(torch.utils.data.Dataset):
         }
 
 
-def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None:
-    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
-
-    from netdiet.integrations.hf import NetdietCallback
+def tiny_bert() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
     )
-    model = BertForSequenceClassification(config)
     example = {
         "input_ids": torch.zeros(2, 12, dtype=torch.long),
         "attention_mask": torch.ones(2, 12, dtype=torch.long),
     }
-    comp = Compressor(model, example, Budget(flops=0.5), gate_lr=0.05)  # begin() from on_train_begin
-    callback = NetdietCallback(comp)
-    args = TrainingArguments(
+    return BertForSequenceClassification(config), example
+
+
+def tiny_args(tmp_path) -> Any:  # type: ignore[no-untyped-def]
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=20,
         per_device_train_batch_size=8,
@@ -57,6 +60,17 @@ def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None
         use_cpu=True,
         disable_tqdm=True,
     )
+
+
+def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None:
+    from transformers import Trainer
+
+    from netdiet.integrations.hf import NetdietCallback
+
+    model, example = tiny_bert()
+    comp = Compressor(model, example, Budget(flops=0.5), gate_lr=0.05)  # begin() from on_train_begin
+    callback = NetdietCallback(comp)
+    args = tiny_args(tmp_path)
     Trainer(model=comp.model, args=args, train_dataset=TinyTokens(), callbacks=[callback]).train()
     assert len(callback.log) == 20
     assert callback.log[0]["lam"] > 0  # the controller acted: the cost started above the annealed target
@@ -73,32 +87,14 @@ def test_trainer_callback_steers_gates_and_export_meets_budget(tmp_path) -> None
 
 
 def test_trainer_callback_runs_geta_with_the_gradients_and_keeps_its_bounds(tmp_path) -> None:
-    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+    from transformers import Trainer
 
     from netdiet.integrations.hf import NetdietCallback
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    model = BertForSequenceClassification(config)
-    example = {
-        "input_ids": torch.zeros(2, 12, dtype=torch.long),
-        "attention_mask": torch.ones(2, 12, dtype=torch.long),
-    }
+    model, example = tiny_bert()
     comp = Compressor(model, example, Budget(bops=0.04), method="geta", observe_steps=2)
     callback = NetdietCallback(comp)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=20,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = tiny_args(tmp_path)
     Trainer(model=comp.model, args=args, train_dataset=TinyTokens(), callbacks=[callback]).train()
     method = comp.method
     assert method.steps == 20 and method.stage(20) == "cooldown"

@@ -26,27 +26,13 @@ from netdiet.errors import NonFiniteError
 from netdiet.methods import METHODS
 from netdiet.methods.importance import TaylorAccumulator, combine
 from netdiet.train import TrainConfig, fit, fit_inplace
+from small_models import conv_stack
 
 # ----- small models and data --------------------------------------------------------------------------
 
 
 def small_cnn(dropout: float = 0.0) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1, stride=2),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(32, 4),
-    )
+    return conv_stack((16, 32, 32), dropout=dropout)
 
 
 def small_mlp() -> nn.Module:

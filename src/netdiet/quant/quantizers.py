@@ -28,7 +28,7 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+def grad_scale(x: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
     """x forward, gradient scaled by `factor` backward."""
     return x * factor + (x - x * factor).detach()
 
@@ -222,10 +222,9 @@ class LearnedBitQuantizer(nn.Module):
             shape[self.axis] = -1
         # LSQ's gradient scale, 1 / sqrt(values per step x levels): without it a plain optimizer step on
         # a weight's d (~1e-3) moved its bit width by whole bits every step
-        levels = float(
-            (self.q_m.detach().abs() / self.d.detach().abs().clamp_min(1e-8)).mean().clamp_min(1.0)
-        )
-        factor = 1.0 / math.sqrt(max(1, x.numel() // max(1, self.d.numel())) * levels)
+        # (a tensor, so a GPU forward does not wait to read it back)
+        levels = (self.q_m.detach().abs() / self.d.detach().abs().clamp_min(1e-8)).mean().clamp_min(1.0)
+        factor = (levels * max(1, x.numel() // max(1, self.d.numel()))).rsqrt()
         d = grad_scale(self.d.abs().clamp_min(1e-8), factor).reshape(shape)
         q_m = grad_scale(self.q_m.abs(), factor).reshape(shape)
         out: torch.Tensor = _LearnedBitFakeQuant.apply(x, d, q_m, self.signed)

@@ -33,6 +33,7 @@ from netdiet.report import calibrate_latency, measure_model_ms, validate_latency
 from netdiet.report.latency_e2e import SYNTHETIC_OVERHEAD_MS
 from netdiet.report.latency_fit import random_variants
 from netdiet.space import Space, analyze
+from small_models import conv_stack
 
 BATCH = 2
 
@@ -58,21 +59,7 @@ def mobile() -> Mobile:
 def small_cnn() -> nn.Module:
     """Every group is 32 or 64 wide, so on the synthetic backend every group has a paying multiple and
     aligned counts sit on the table's lines: the table is exact there."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1, stride=2),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, 4),
-    ).eval()
+    return conv_stack((32, 64, 64)).eval()
 
 
 @pytest.fixture(scope="module")

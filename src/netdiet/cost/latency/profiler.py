@@ -181,11 +181,7 @@ def profile_space(
                 unaligned = measure_grid(backend, widest.signature, batch, u_in, u_out)
             entry = TableEntry(widest.signature, grid, multiple, unaligned, record, align)
             table.entries[key] = entry
-            if path is not None:
-                table.save(path)
-            if on_entry is not None:
-                on_entry(key, entry)
-            bar.update(1)
+            _finished(table, key, path, on_entry, bar)
     finally:
         bar.close()
     if "int8" in precisions:
@@ -222,13 +218,24 @@ def _profile_int8(
             kernels = backend.layer_kernels(sig, batch, c_in, c_out, "int8")
             entry.int8 = Int8Timings(grid, unaligned, multiple, kernels)
             entry.probe["int8"] = record
-            if path is not None:
-                table.save(path)
-            if on_entry is not None:
-                on_entry(key, entry)
-            bar.update(1)
+            _finished(table, key, path, on_entry, bar)
     finally:
         bar.close()
+
+
+def _finished(
+    table: LatencyTable,
+    key: str,
+    path: str | Path | None,
+    on_entry: Callable[[str, TableEntry], None] | None,
+    bar: Any,
+) -> None:
+    """One signature measured: written to disk at once (a killed profile keeps it), reported, counted."""
+    if path is not None:
+        table.save(path)
+    if on_entry is not None:
+        on_entry(key, table.entries[key])
+    bar.update(1)
 
 
 class _NoBar:
