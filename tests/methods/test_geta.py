@@ -157,6 +157,36 @@ def test_redundant_units_are_forgotten_to_zero_and_the_budget_is_met() -> None:
     assert exported.cost["bops"] <= 0.02 * exported.dense_cost["bops"] * (1 + 1e-9)
 
 
+def test_the_exported_model_equals_the_masked_fake_quant_model_within_one_step() -> None:
+    from netdiet.export import mask_model
+    from netdiet.export.handlers import quantize_exported
+    from netdiet.export.int8 import one_step_bound
+    from netdiet.quant.attach import quantized_layers
+
+    comp = compressor("bops=0.02", total=50)
+    train(comp, batches(50), torch.optim.SGD(comp.model.parameters(), lr=0.05, momentum=0.9))
+    method = comp.method
+    calibration = [x for x, _ in batches(3, seed=9)]
+    comp.calibration = calibration
+    exported = comp.export()
+    own = method.read_off()
+    assert any(len(v) < g.size for g in method.space.groups for k, v in own.items() if k == f"keep:{g.name}")
+    # the reference: the full-size model with the redundant units zeroed, quantized at the same bits
+    masked = mask_model(method.space, own.keep, source=method.weights_for_export(own))
+    bits_only = {k: v for k, v in exported.assignment.items() if k.startswith(("weight_bits:", "act_bits:"))}
+    reference = quantize_exported(method.space, netdiet.space.Assignment(bits_only), masked, calibration)
+    x = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got, want = exported.model.eval()(x), reference.eval()(x)
+    step = one_step_bound(exported.model, quantized_layers(exported.model))
+    assert step > 0
+    assert float((got - want).abs().max()) <= step
+    assert (got.argmax(1) == want.argmax(1)).float().mean() >= 0.9
+    # and the exported model has fewer channels, not zeros: it is physically pruned
+    n_params = sum(p.numel() for p in exported.model.parameters())
+    assert n_params < sum(p.numel() for p in small_cnn().parameters())
+
+
 def _run(total: int, stop: int | None = None) -> tuple[Compressor, list[Any]]:
     comp = compressor("bops=0.02", total=total, observe_steps=3)
     opt = torch.optim.SGD(comp.model.parameters(), lr=0.05, momentum=0.9)
