@@ -36,6 +36,8 @@ def save_gated(
     snapshots: list[dict[str, Any]],
     history: list[dict[str, Any]],
     compress_train_s: float,
+    search_cost: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
 ) -> None:
     """Save the slim model of a finished gated phase; state.json is written last, so it marks completion."""
     where = work_dir / GATED_DIR
@@ -54,6 +56,8 @@ def save_gated(
             "snapshots": snapshots,
             "history": history,
             "compress_train_s": compress_train_s,
+            "search_cost": search_cost or {},
+            "search": search or {},
         },
     )
 

@@ -18,6 +18,8 @@ the methods themselves never import the export stage.
 
 from __future__ import annotations
 
+import math
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from torch import nn
 
 from netdiet.cost import price
 from netdiet.cost.latency import LatencyModel, LatencyTable
-from netdiet.errors import ConfigError
+from netdiet.errors import ConfigError, NonFiniteError
 from netdiet.export import RECIPE_ATTR, export_assignment, mask_model
 from netdiet.methods import Budget, Method, make_method, method_class
 from netdiet.profiling import check_table_here
@@ -110,6 +112,9 @@ class Compressor:
                     stacklevel=2,
                 )
         self._evaluator = evaluator
+        self.evaluations = 0  # candidates scored (search methods), and the seconds that took
+        self.evaluation_s = 0.0
+        self.search_s = 0.0  # seconds in the method's read-off
         chooses_bits = method_class(method).learns_bits(config)
         if chooses_bits and bits is not None:
             raise ConfigError(
@@ -151,10 +156,25 @@ class Compressor:
         """The user's evaluator on the masked model of a candidate (dropped units zeroed: exact, and no
         export per candidate)."""
         assert self._evaluator is not None
+        t0 = time.perf_counter()
         source = self.method.weights_for_export(None)
         masked = mask_model(self.space, assignment.keep, source=source).eval()
         with torch.no_grad():
-            return float(self._evaluator(masked))
+            score = float(self._evaluator(masked))
+        self.evaluations += 1
+        self.evaluation_s += time.perf_counter() - t0
+        if not math.isfinite(score):
+            raise NonFiniteError(f"the evaluator returned {score} for a candidate sub-network")
+        return score
+
+    def search_cost(self) -> dict[str, float | int]:
+        """What choosing the knobs cost: seconds in the method's read-off (the whole search for amc and
+        evolution), of which scoring candidates, and how many candidates were scored."""
+        return {
+            "search_s": self.search_s,
+            "evaluations": self.evaluations,
+            "evaluation_s": self.evaluation_s,
+        }
 
     def begin(self, total_steps: int) -> None:
         """Tell the method how many optimizer steps the training loop will make."""
@@ -224,7 +244,9 @@ class Compressor:
         and its price): for a pruned model that is fine-tuned in float first and quantized after
         (`quantize_exported`), since ranges calibrated on a just-pruned model fit no fine-tuned one."""
         method = self.method
+        t0 = time.perf_counter()
         own = method.read_off()
+        self.search_s += time.perf_counter() - t0
         source = method.weights_for_export(own)
         assignment = method.context.complete(own)
         shapes = Assignment(

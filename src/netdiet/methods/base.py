@@ -98,6 +98,11 @@ class Method:
     def read_off(self) -> Assignment:
         raise NotImplementedError
 
+    def search_record(self) -> dict[str, Any]:
+        """What a search found and how (episodes, generations, predictor quality), for the report;
+        empty for methods that do not search."""
+        return {}
+
     def weights_for_export(self, assignment: Assignment | None) -> nn.Module:
         """A plain (un-parametrised) model carrying the weights to export."""
         return self.model

@@ -327,7 +327,7 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
             "![stages](dynamics.png)",
             "",
         ]
-    elif trace:
+    elif trace and "lam" in trace[-1]:
         plot_trace(trace, out / "dynamics.png")
         dyn = runs[0].get("dynamics", {})
         lines += [
@@ -348,6 +348,22 @@ def write_report(dirs: list[str | Path], out: str | Path) -> Path:
                 "![gates](gates.png)",
                 "",
             ]
+    costed = [r for r in runs if r.get("search_cost")]
+    if costed:
+        lines += [
+            "## Search cost",
+            "",
+            "| run | method | search s | of which scoring s | sub-networks scored | training s | fine-tune s | device |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in costed:
+            c = r["search_cost"]
+            lines.append(
+                f"| {run_name(r)} | {r.get('method', '?')} | {_fmt(c.get('search_s'), 1, 1)} "
+                f"| {_fmt(c.get('evaluation_s'), 1, 1)} | {c.get('evaluations', 0)} | {_fmt(c.get('train_s'), 1, 1)} "
+                f"| {_fmt(c.get('finetune_s'), 1, 1)} | {c.get('device', '?')} |"
+            )
+        lines.append("")
     factorized = runs[0].get("factorized") or {}
     if factorized:
         lines += ["## Factorised layers", "", "| layer | rank |", "|---|---|"]

@@ -1,0 +1,163 @@
+"""Sub-networks as one channel count per group: the space the search methods (amc, evolution,
+knapsack) move in.
+
+A candidate is a count per group on the group's step (the channel multiple the latency table measured
+to pay, else 1). Which units a count keeps is fixed by an importance order (weight norms unless the
+method brings its own scores), so a candidate is a point in a small integer space that the cost model
+prices exactly and the evaluator scores on the masked model. The helpers here are what every search
+needs: the choices, the exact price, the assignment, a repair to the budget, and what each group is
+(its kind, sizes, stride, kernel) for a learned policy's state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from netdiet.errors import ConfigError
+from netdiet.methods.context import MethodContext
+from netdiet.methods.importance import unit_norms
+from netdiet.space import Assignment
+
+Counts = dict[str, int]
+KINDS = ("channel", "head", "neuron", "hidden")
+
+
+@dataclass(frozen=True)
+class GroupFacts:
+    """What a policy can know about a group: its producing layer's shape, stride and kernel."""
+
+    kind: int  # index into KINDS (len(KINDS) for anything else)
+    size: int
+    in_size: int
+    stride: int
+    kernel: int
+
+
+class Subnets:
+    """The count space of a context's groups, with an importance order per group (most important
+    first) that decides which units a count keeps."""
+
+    def __init__(
+        self, context: MethodContext, model: nn.Module, order: Mapping[str, torch.Tensor] | None = None
+    ):
+        self.context = context
+        self.groups = list(context.space.groups)
+        self.names = [g.name for g in self.groups]
+        self.model = model
+        self.choices: dict[str, list[int]] = {}
+        for g in self.groups:
+            m = int(context.multiples.get(g.name, 1))
+            low = max(g.min_keep, m)
+            values = set(range(low, g.size + 1, m)) | {g.size}
+            self.choices[g.name] = sorted(v for v in values if low <= v <= g.size)
+        self.set_order(order)
+
+    def set_order(self, order: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Which units a count keeps: the top of `order` (scores per unit), default weight norms."""
+        scores = dict(order) if order is not None else unit_norms(self.context.space, self.model)
+        self.order = {
+            name: torch.argsort(scores[name].detach().double(), descending=True, stable=True)
+            for name in self.names
+        }
+
+    # ----- the space ---------------------------------------------------------------------------------
+    def full(self) -> Counts:
+        return {n: self.choices[n][-1] for n in self.names}
+
+    def smallest(self) -> Counts:
+        return {n: self.choices[n][0] for n in self.names}
+
+    def snap(self, name: str, count: float) -> int:
+        """The largest choice at most `count` (the smallest choice if none is)."""
+        options = self.choices[name]
+        best = options[0]
+        for v in options:
+            if v <= count + 1e-9:
+                best = v
+        return best
+
+    def from_fractions(self, fractions: Mapping[str, float]) -> Counts:
+        """Counts from keep fractions in [0, 1] of each group's range between its smallest choice and
+        its size."""
+        out = {}
+        for n in self.names:
+            low, high = self.choices[n][0], self.choices[n][-1]
+            f = min(max(float(fractions[n]), 0.0), 1.0)
+            out[n] = self.snap(n, low + f * (high - low))
+        return out
+
+    def fractions(self, counts: Mapping[str, int]) -> list[float]:
+        """Each count as a fraction of its group's range (a policy's or predictor's input)."""
+        out = []
+        for n in self.names:
+            low, high = self.choices[n][0], self.choices[n][-1]
+            out.append((counts[n] - low) / (high - low) if high > low else 1.0)
+        return out
+
+    # ----- prices and assignments --------------------------------------------------------------------
+    def price(self, counts: Mapping[str, int]) -> float:
+        return float(self.context.price(Assignment.of(keep=dict(counts))))
+
+    def feasible(self, counts: Mapping[str, int], target: float) -> bool:
+        return self.price(counts) <= target
+
+    def assignment(self, counts: Mapping[str, int]) -> Assignment:
+        """The keep knobs of `counts`: the top units of each group's order."""
+        keep = {n: torch.sort(self.order[n][: int(counts[n])]).values for n in self.names}
+        return Assignment.of(keep=keep)
+
+    def repair(self, counts: Mapping[str, int], target: float, rng: random.Random) -> Counts:
+        """`counts` made feasible: while over the budget, one step down a group drawn with probability
+        proportional to how much of it is still kept, so repairs shrink widths roughly in proportion
+        and keep a population diverse. Raises ConfigError when even the smallest counts are over."""
+        out = dict(counts)
+        value = self.price(out)
+        while value > target:
+            movable = [n for n in self.names if out[n] > self.choices[n][0]]
+            if not movable:
+                raise ConfigError(
+                    f"no sub-network meets {self.context.metric} <= {target:.4g}: the smallest costs {value:.4g}"
+                )
+            weights = [out[n] / self.choices[n][-1] for n in movable]
+            name = rng.choices(movable, weights=weights)[0]
+            options = self.choices[name]
+            out[name] = options[options.index(out[name]) - 1]
+            value = self.price(out)
+        return out
+
+    def random(self, rng: random.Random) -> Counts:
+        """A random candidate: a global keep level plus a per-group spread, so samples cover both thin
+        and wide networks (uniform per-group choices all sit near the mean width)."""
+        level = rng.random()
+        return self.from_fractions(
+            {n: min(1.0, max(0.0, level + rng.uniform(-0.35, 0.35))) for n in self.names}
+        )
+
+    # ----- what a group is ---------------------------------------------------------------------------
+    def facts(self) -> list[GroupFacts]:
+        out = []
+        for g in self.groups:
+            layer = None
+            for member in g.members:
+                info = self.context.space.param_info(member.param)
+                if info is None or member.dim != 0:
+                    continue
+                module = self.model.get_submodule(info.module_path)
+                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                    layer = module
+                    break
+            in_size = stride = kernel = 1
+            if isinstance(layer, nn.Linear):
+                in_size = layer.in_features
+            elif layer is not None:
+                in_size = int(layer.in_channels)  # type: ignore[arg-type]
+                stride = int(layer.stride[0])  # type: ignore[index]
+                kernel = int(layer.kernel_size[0])  # type: ignore[index]
+            kind = KINDS.index(g.kind) if g.kind in KINDS else len(KINDS)
+            out.append(GroupFacts(kind, g.size, in_size, stride, kernel))
+        return out
