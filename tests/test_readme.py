@@ -26,6 +26,11 @@ README = (ROOT / "README.md").read_text()
 PY_SMALL = {
     "epochs=5, finetune_epochs=5": "epochs=0.2, finetune_epochs=0.2",
     "epochs=1, finetune_epochs=2": "epochs=0.2, finetune_epochs=0.2",
+    'method="amc", epochs=0, finetune_epochs=3': 'method="amc", method_options={"episodes": 4, "warmup": 2}, '
+    "epochs=0, finetune_epochs=0.2",
+    'method_options={"fitness": "predictor"},\n                     epochs=0, finetune_epochs=3': "method_options={"
+    '"fitness": "predictor", "predictor_samples": 8, "population": 6, "parents": 2, "mutations": 2, '
+    '"crossovers": 2, "generations": 2}, epochs=0, finetune_epochs=0.2',
 }
 CLI_SMALL = {
     "--data cifar10 --data-dir ../shared/data --epochs 30": "--data digits --image-size 16 "
@@ -35,6 +40,8 @@ CLI_SMALL = {
     "--out r20-ort-b64.json --validate 2",
     "--data cifar10 --data-dir ../shared/data --budget flops=0.5": "--data digits --budget flops=0.5 "
     "--epochs 0.3 --finetune-epochs 0.3",
+    "--finetune-epochs 3 --out runs/r20-amc": "--finetune-epochs 0.3 --method-opt episodes=6 --method-opt warmup=2 "
+    "--out runs/r20-amc",
     "--batch 64 --int8 --out r20-ort-b64.json": "--backend synthetic --batch 64 --int8 --out r20-ort-b64.json "
     "--calibrate 2",
 }
@@ -97,7 +104,7 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
         "bert_batches": [(torch.randint(1, 60, (4, 12)),) for _ in range(2)],
     }
     python = blocks("python")
-    assert len(python) == 4
+    assert len(python) == 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "table not calibrated" for a synthetic table is expected here
         for code in python:
@@ -114,6 +121,8 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
         namespace["g"].report["compressed"]["bops"]
         <= 0.05 * namespace["g"].report["dense"]["bops"] * 1.000001
     )
+    assert namespace["a"].report["search_cost"]["evaluations"] == 4
+    assert namespace["e"].report["search"]["predictor"]["held_out"] == 2
 
 
 def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -144,6 +153,8 @@ def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:
     assert (tmp_path / "runs" / "r20" / "model.int8.onnx").is_file()
     assert (tmp_path / "runs" / "r20-int8-fast" / "report.json").is_file()
     assert (tmp_path / "runs" / "r20-geta" / "model.int8.onnx").is_file()
+    assert (tmp_path / "runs" / "r20-amc" / "report.json").is_file()
+    assert (tmp_path / "runs" / "r20-halp" / "report.json").is_file()
 
 
 def test_the_analyze_output_shown_in_readme_is_what_the_command_prints(capsys) -> None:

@@ -94,3 +94,25 @@ def test_amc_needs_an_evaluator_and_refuses_bad_configs() -> None:
         AmcConfig(episodes=5, warmup=6)
     with pytest.raises(ConfigError, match="min_keep"):
         AmcConfig(min_keep=1.5)
+
+
+def test_a_bops_budget_with_fixed_8_bit_layers_is_met_by_every_episode() -> None:
+    torch.manual_seed(0)
+    comp = Compressor(
+        conv_stack((16, 32, 32)),
+        EXAMPLE,
+        "bops=0.03",
+        method="amc",
+        evaluator=kept_weight_share,
+        episodes=6,
+        warmup=2,
+        hidden=16,
+    )
+    method = comp.method
+    assert comp.bits == 8  # a BOPs budget quantizes every layer; the agent prunes the rest of the way
+    method.search()
+    for record in method.episodes:
+        assert method.subnets.price(record["counts"]) <= method.target * (1 + 1e-9)
+    comp.calibration = [torch.randn(4, 3, 16, 16)]
+    exported = comp.export()
+    assert exported.cost["bops"] <= 0.03 * exported.dense_cost["bops"] * (1 + 1e-9)
