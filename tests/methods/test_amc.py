@@ -116,3 +116,46 @@ def test_a_bops_budget_with_fixed_8_bit_layers_is_met_by_every_episode() -> None
     comp.calibration = [torch.randn(4, 3, 16, 16)]
     exported = comp.export()
     assert exported.cost["bops"] <= 0.03 * exported.dense_cost["bops"] * (1 + 1e-9)
+
+
+def test_amc_evolution_and_knapsack_work_on_a_transformer_with_heads_and_neurons() -> None:
+    import torch.nn.functional as F
+
+    import netdiet
+
+    torch.manual_seed(0)
+    bert = netdiet.zoo.build("bert", vocab_size=60, hidden=32, intermediate=64, heads=4, layers=2)
+    example = (torch.randint(1, 60, (1, 12)),)
+    probe = torch.randint(1, 60, (8, 12))
+
+    def score(model: nn.Module) -> float:
+        with torch.no_grad():
+            return float(model(probe).abs().mean())
+
+    for method, options in (
+        ("amc", {"episodes": 5, "warmup": 2, "hidden": 16}),
+        (
+            "evolution",
+            {
+                "population": 6,
+                "parents": 2,
+                "mutations": 2,
+                "crossovers": 2,
+                "generations": 2,
+                "predictor_samples": 8,
+            },
+        ),
+        ("knapsack", {"pruning_steps": 2}),
+    ):
+        comp = Compressor(bert, example, "flops=0.5", method=method, evaluator=score, **options)
+        kinds = {g.kind for g in comp.space.groups}
+        assert {"head", "neuron"} <= kinds
+        if method == "knapsack":
+            comp.begin(4)
+            for _ in range(4):
+                loss = F.cross_entropy(comp.model(probe), torch.zeros(8, dtype=torch.long))
+                loss.backward()
+                comp.step(float(loss.detach()))
+        exported = comp.export()
+        assert exported.cost["flops"] <= 0.5 * exported.dense_cost["flops"] * (1 + 1e-9), method
+        assert sum(exported.summary()["kept"].values()) < sum(g.size for g in comp.space.groups)
