@@ -330,22 +330,39 @@ def user_model(train: bool) -> nn.Module:
     return model
 
 
+# search methods at a few candidates: what is checked is that scoring them leaves the model alone
+SEARCH_OPTIONS: dict[str, dict[str, Any]] = {
+    "amc": {"episodes": 3, "warmup": 1, "hidden": 8},
+    "evolution": {
+        "population": 4,
+        "parents": 2,
+        "mutations": 1,
+        "crossovers": 1,
+        "generations": 1,
+        "predictor_samples": 8,
+    },
+}
+
+
 @pytest.mark.parametrize("train", [True, False], ids=["train-mode", "eval-mode"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_compress_leaves_the_user_model_unchanged(method: str, train: bool) -> None:
     model = user_model(train)
     x, y = data("cnn", 32)
     before = snapshot(model)
+    search = METHODS[method].needs_evaluator
     result = netdiet.compress(
         model,
         loader(x, y),
         budget_for(method),
         method=method,
-        epochs=1,
+        epochs=1 if METHODS[method].needs_training else 0,
         finetune_epochs=1,
         train_config=TrainConfig(lr=0.01, progress=False),
         progress=False,
         latency_batches=(1,),
+        eval_data=loader(x, y) if search else None,
+        method_options=SEARCH_OPTIONS.get(method),
     )
     assert_unchanged(model, before)
     assert result.model is not model
@@ -357,7 +374,17 @@ def test_compressor_and_export_leave_the_user_model_unchanged(method: str, train
     model = user_model(train)
     x, y = data("cnn", 32)
     before = snapshot(model)
-    comp = Compressor(model, (x[:2],), budget_for(method), method=method, total_steps=4, calibration=[x[:16]])
+    evaluator = (lambda m: float(m(x[:8]).abs().mean())) if METHODS[method].needs_evaluator else None
+    comp = Compressor(
+        model,
+        (x[:2],),
+        budget_for(method),
+        method=method,
+        total_steps=4,
+        calibration=[x[:16]],
+        evaluator=evaluator,
+        **SEARCH_OPTIONS.get(method, {}),
+    )
     assert_unchanged(model, before)
     if comp.needs_training:  # baselines' comp.model *is* the user's model: one trains nothing there
         gated_loop(comp, x, y, 4)
