@@ -7,22 +7,7 @@ import torch
 from torch import nn
 
 from netdiet.data.batch import Batch
-from netdiet.train.subnet_score import SubnetScorer, reestimate_batchnorm, take
-
-
-class Loader:
-    def __init__(self, batches: list[Batch]) -> None:
-        self.batches = batches
-        self.num_examples = sum(len(b) for b in batches)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
+from netdiet.train.subnet_score import BatchList, SubnetScorer, reestimate_batchnorm, take
 
 
 def batches(n: int, shift: float, seed: int) -> list[Batch]:
@@ -49,9 +34,9 @@ def test_running_statistics_become_the_average_over_the_batches() -> None:
 
 
 def test_the_scorer_caps_the_held_out_examples_and_scores_the_same_each_call() -> None:
-    held_out = Loader(batches(10, shift=0.0, seed=1))
+    held_out = BatchList(batches(10, shift=0.0, seed=1))
     assert sum(len(b) for b in take(held_out, 40)) == 40
-    scorer = SubnetScorer(held_out, Loader(batches(6, shift=0.0, seed=2)), max_examples=40, bn_batches=2)
+    scorer = SubnetScorer(held_out, BatchList(batches(6, shift=0.0, seed=2)), max_examples=40, bn_batches=2)
     assert scorer.held_out.num_examples == 40 and len(scorer.bn) == 2
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     a, b = scorer(model), scorer(model)

@@ -31,12 +31,9 @@ from scipy.stats import truncnorm
 from torch import nn
 
 from netdiet.errors import ConfigError
-from netdiet.methods.base import Method
 from netdiet.methods.context import MethodContext
-from netdiet.methods.readoff import minimum_cost
 from netdiet.methods.registry import register_method
-from netdiet.methods.subnets import KINDS, Counts, Subnets
-from netdiet.space import Assignment
+from netdiet.methods.subnets import KINDS, Counts, SubnetSearch
 
 STATE_SIZE = 10
 
@@ -93,17 +90,13 @@ def _mlp(inputs: int, hidden: int, out: nn.Module | None = None) -> nn.Sequentia
 
 
 @register_method("amc")
-class Amc(Method):
+class Amc(SubnetSearch):
     Config = AmcConfig
     config: AmcConfig
-    needs_evaluator = True
 
     def __init__(self, model: nn.Module, context: MethodContext, config: AmcConfig | None = None) -> None:
         super().__init__(model, context, config)
-        self.check_feasible(minimum_cost(context, []))
-        self.subnets = Subnets(context, model)
         self.episodes: list[dict[str, Any]] = []  # one record per episode: reward, cost ratio, noise
-        self.best: tuple[float, Counts] | None = None
         self._facts = self.subnets.facts()
 
     # ----- the environment ---------------------------------------------------------------------------
@@ -241,12 +234,6 @@ class Amc(Method):
                     sigma *= cfg.noise_decay
         assert self.best is not None
         return self.best[1]
-
-    def read_off(self) -> Assignment:
-        if self.best is None:
-            self.search()
-        assert self.best is not None
-        return self.subnets.assignment(self.best[1])
 
     def search_record(self) -> dict[str, Any]:
         best = self.best

@@ -26,12 +26,9 @@ from scipy.stats import kendalltau
 from torch import nn
 
 from netdiet.errors import ConfigError
-from netdiet.methods.base import Method
 from netdiet.methods.context import MethodContext
-from netdiet.methods.readoff import minimum_cost
 from netdiet.methods.registry import register_method
-from netdiet.methods.subnets import Counts, Subnets
-from netdiet.space import Assignment
+from netdiet.methods.subnets import Counts, SubnetSearch
 
 FITNESS = ("predictor", "evaluate")
 
@@ -122,21 +119,17 @@ def predictor_quality(pred: list[float], true: list[float], train_mean: float) -
 
 
 @register_method("evolution")
-class Evolution(Method):
+class Evolution(SubnetSearch):
     Config = EvolutionConfig
     config: EvolutionConfig
-    needs_evaluator = True
 
     def __init__(
         self, model: nn.Module, context: MethodContext, config: EvolutionConfig | None = None
     ) -> None:
         super().__init__(model, context, config)
-        self.check_feasible(minimum_cost(context, []))
-        self.subnets = Subnets(context, model)
         self.scores: dict[tuple[int, ...], float] = {}  # true held-out scores, by candidate
         self.generations: list[dict[str, Any]] = []
         self.quality: dict[str, float] = {}
-        self.best: tuple[float, Counts] | None = None
         self.best_true: float | None = None
 
     def _key(self, counts: Counts) -> tuple[int, ...]:
@@ -212,12 +205,6 @@ class Evolution(Method):
         assert self.best is not None
         self.best_true = self.true_score(self.best[1])
         return self.best[1]
-
-    def read_off(self) -> Assignment:
-        if self.best is None:
-            self.search()
-        assert self.best is not None
-        return self.subnets.assignment(self.best[1])
 
     def search_record(self) -> dict[str, Any]:
         return {

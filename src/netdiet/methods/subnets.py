@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from netdiet.errors import ConfigError
+from netdiet.methods.base import Method
 from netdiet.methods.context import MethodContext
 from netdiet.methods.importance import unit_norms
+from netdiet.methods.readoff import minimum_cost
 from netdiet.space import Assignment
 
 Counts = dict[str, int]
@@ -161,3 +163,25 @@ class Subnets:
             kind = KINDS.index(g.kind) if g.kind in KINDS else len(KINDS)
             out.append(GroupFacts(kind, g.size, in_size, stride, kernel))
         return out
+
+
+class SubnetSearch(Method):
+    """A method that searches the count space with the caller's evaluator (amc, evolution): `search()`
+    sets `self.best` = (its score, counts) and the read-off is that candidate."""
+
+    needs_evaluator = True
+
+    def __init__(self, model: nn.Module, context: MethodContext, config: object = None) -> None:
+        super().__init__(model, context, config)
+        self.check_feasible(minimum_cost(context, []))
+        self.subnets = Subnets(context, model)
+        self.best: tuple[float, Counts] | None = None
+
+    def search(self) -> Counts:
+        raise NotImplementedError
+
+    def read_off(self) -> Assignment:
+        if self.best is None:
+            self.search()
+        assert self.best is not None
+        return self.subnets.assignment(self.best[1])

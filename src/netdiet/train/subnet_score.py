@@ -20,8 +20,8 @@ from netdiet.train.evaluate import evaluate
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-class _Fixed:
-    """A list of batches as a Loader."""
+class BatchList:
+    """A list of batches as a Loader (the same batches every epoch)."""
 
     def __init__(self, batches: list[Batch]) -> None:
         self.batches = batches
@@ -86,7 +86,7 @@ class SubnetScorer:
     ) -> None:
         if max_examples < 1 or bn_batches < 0:
             raise ValueError("max_examples must be >= 1 and bn_batches >= 0")
-        self.held_out = _Fixed(take(held_out, max_examples))
+        self.held_out = BatchList(take(held_out, max_examples))
         if self.held_out.num_examples == 0:
             raise ValueError("the held-out data for scoring candidates is empty")
         bn: list[Batch] = []
