@@ -71,6 +71,17 @@ def test_the_accuracy_predictor_beats_a_constant_on_held_out_subnetworks() -> No
     assert record["best_true_score"] == method.true_score(method.best[1])
 
 
+def test_rescoring_the_best_predicted_candidates_never_returns_a_truly_worse_one() -> None:
+    plain = evolution("flops=0.3", seed=4, predictor_samples=16, **SMALL).method
+    plain.search()
+    rescored = evolution("flops=0.3", seed=4, predictor_samples=16, rescore=5, **SMALL).method
+    rescored.search()
+    assert rescored.best_true is not None and plain.best_true is not None
+    assert rescored.best_true >= plain.best_true  # the predictor's pick is among the five rescored
+    assert len(rescored.scores) <= len(plain.scores) + 5
+    assert rescored.subnets.price(rescored.best[1]) <= rescored.target * (1 + 1e-9)
+
+
 def test_a_fixed_seed_gives_the_same_search() -> None:
     picks = []
     for seed in (1, 1, 2):
@@ -87,6 +98,7 @@ def test_a_fixed_seed_gives_the_same_search() -> None:
         ({"fitness": "oracle"}, "fitness"),
         ({"mutation_prob": 0.0}, "mutation_prob"),
         ({"predictor_samples": 4}, "predictor_samples"),
+        ({"rescore": 60}, "rescore"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_field(config: dict[str, Any], message: str) -> None:

@@ -12,6 +12,8 @@ with BatchNorm re-estimated; a quarter of them held out to measure it against a 
 the true held-out score of every new candidate (`fitness="evaluate"`, cached), which shows what the
 predictor costs. HAT's defaults are population 125, 30 generations, 25 parents, 50 mutations and 50
 crossovers, mutation probability 0.3; ours keep those proportions at 50 and 20 generations for a CPU.
+The search climbs the predictor's errors, so the candidate it picks scores below its prediction;
+`rescore=k` scores the k best-predicted candidates of the last generation for real and keeps the best.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class EvolutionConfig:
     predictor_samples: int = 64
     predictor_hidden: int = 64
     predictor_epochs: int = 600
+    # with the predictor: score this many of the final population's best-predicted candidates for real
+    # and keep the truly best (0: the predictor's pick, as HAT and APQ return it)
+    rescore: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +73,8 @@ class EvolutionConfig:
             )
         if self.predictor_hidden < 1 or self.predictor_epochs < 1:
             raise ConfigError("predictor_hidden and predictor_epochs must be >= 1")
+        if not 0 <= self.rescore <= self.population:
+            raise ConfigError(f"rescore must be in [0, population={self.population}], got {self.rescore}")
 
 
 class AccuracyPredictor:
@@ -203,6 +210,14 @@ class Evolution(SubnetSearch):
         if self.best is None or scores[i] >= self.best[0]:
             self.best = (scores[i], dict(population[i]))
         assert self.best is not None
+        if predictor is not None and cfg.rescore > 0:
+            # the search climbs the predictor's errors: its pick's true score sits below the predicted one
+            # (measured on ResNet-20: 0.27-0.52 true against 0.37-0.55 predicted)
+            unique = {self._key(c): (f, c) for f, c in zip(scores, population)}
+            unique[self._key(self.best[1])] = self.best
+            shortlist = sorted(unique.values(), key=lambda fc: -fc[0])[: cfg.rescore]
+            self.best = max(shortlist, key=lambda fc: self.true_score(fc[1]))
+            self.best = (self.best[0], dict(self.best[1]))
         self.best_true = self.true_score(self.best[1])
         return self.best[1]
 
