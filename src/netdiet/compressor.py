@@ -33,9 +33,11 @@ from netdiet.cost import price
 from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.errors import ConfigError, NonFiniteError
 from netdiet.export import RECIPE_ATTR, export_assignment, mask_model
+from netdiet.export.handlers import quantize_exported
 from netdiet.methods import Budget, Method, make_method, method_class
 from netdiet.profiling import check_table_here
 from netdiet.space import Assignment, Space, analyze
+from netdiet.train.subnet_score import reestimate_batchnorm
 
 
 @dataclass
@@ -159,6 +161,17 @@ class Compressor:
         t0 = time.perf_counter()
         source = self.method.weights_for_export(None)
         masked = mask_model(self.space, assignment.keep, source=source).eval()
+        bits = {k: v for k, v in assignment.items() if k.startswith(("weight_bits:", "act_bits:"))}
+        if any(int(v) < 32 for v in bits.values()):  # a mixed-precision candidate is scored quantized
+            if not self.calibration:
+                raise ConfigError(
+                    "scoring candidates with bits needs real input batches to set activation ranges: pass "
+                    "calibration= (netdiet.compress does)"
+                )
+            calibration = list(self.calibration)
+            # statistics of the sub-network, then folded into its convs: the scorer finds no BN left
+            reestimate_batchnorm(masked, calibration)
+            masked = quantize_exported(self.space, Assignment(bits), masked, calibration, verify=False).eval()
         with torch.no_grad():
             score = float(self._evaluator(masked))
         self.evaluations += 1

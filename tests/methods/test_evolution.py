@@ -104,3 +104,56 @@ def test_a_fixed_seed_gives_the_same_search() -> None:
 def test_bad_configs_are_refused_naming_the_field(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         EvolutionConfig(**config)
+
+
+def test_mixed_precision_search_gives_each_layer_its_bits_scores_quantized_and_meets_a_bops_budget() -> None:
+    from netdiet.quant import quantized_layers
+
+    seen_bits: list[set[int]] = []
+
+    def quantized_energy(model: nn.Module) -> float:
+        layers = quantized_layers(model)
+        seen_bits.append({q.weight_bits for q in layers.values()})
+        return output_energy(model) + 0.01 * sum(q.weight_bits for q in layers.values())
+
+    torch.manual_seed(0)
+    comp = Compressor(
+        conv_stack((16, 32, 32)),
+        EXAMPLE,
+        "bops=0.03",
+        method="evolution",
+        evaluator=quantized_energy,
+        calibration=[torch.randn(4, 3, 16, 16)],
+        weight_bits=(4, 8),
+        predictor_samples=12,
+        **SMALL,
+    )
+    method = comp.method
+    assert isinstance(method, Evolution)
+    assert comp.bits == 8 and not method.context.fixed  # the method sets every bit knob itself
+    assert len(method.subnets.bit_ids) == 4  # three convs and the classifier
+    method.search()
+    assert seen_bits and all(b and b <= {4, 8} for b in seen_bits)  # every candidate scored quantized
+    assert any(len(b) == 2 for b in seen_bits)  # ... at mixed bits
+    assignment = method.read_off()
+    assert set(assignment.weight_bits.values()) <= {4, 8} and set(assignment.act_bits.values()) == {8}
+    exported = comp.export()
+    assert exported.cost["bops"] <= 0.03 * exported.dense_cost["bops"] * (1 + 1e-9)
+    assert {q.weight_bits for q in quantized_layers(exported.model).values()} == set(
+        assignment.weight_bits.values()
+    )
+
+
+def test_scoring_a_candidate_with_bits_needs_calibration() -> None:
+    comp = Compressor(
+        conv_stack((16, 32, 32)),
+        EXAMPLE,
+        "bops=0.03",
+        method="evolution",
+        evaluator=output_energy,
+        weight_bits=(4, 8),
+        predictor_samples=8,
+        **SMALL,
+    )
+    with pytest.raises(ConfigError, match="calibration"):
+        comp.method.search()

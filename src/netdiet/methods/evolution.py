@@ -30,7 +30,7 @@ from torch import nn
 from netdiet.errors import ConfigError
 from netdiet.methods.context import MethodContext
 from netdiet.methods.registry import register_method
-from netdiet.methods.subnets import Counts, SubnetSearch
+from netdiet.methods.subnets import Counts, Subnets, SubnetSearch
 
 FITNESS = ("predictor", "evaluate")
 
@@ -47,6 +47,10 @@ class EvolutionConfig:
     predictor_samples: int = 64
     predictor_hidden: int = 64
     predictor_epochs: int = 600
+    # mixed precision (APQ): each conv/linear weight's bits is a gene drawn from these widths, every layer's
+    # input at act_bits; empty: widths only (the caller may still fix bits for every candidate)
+    weight_bits: tuple[int, ...] = ()
+    act_bits: int = 8
     # with the predictor: score this many of the final population's best-predicted candidates for real
     # and keep the truly best (0: the predictor's pick, as HAT and APQ return it)
     rescore: int = 0
@@ -73,6 +77,11 @@ class EvolutionConfig:
             )
         if self.predictor_hidden < 1 or self.predictor_epochs < 1:
             raise ConfigError("predictor_hidden and predictor_epochs must be >= 1")
+        self.weight_bits = tuple(int(b) for b in self.weight_bits)
+        if any(not 2 <= b <= 16 for b in self.weight_bits) or not 2 <= int(self.act_bits) <= 16:
+            raise ConfigError(
+                f"weight_bits and act_bits must be widths in [2, 16], got {self.weight_bits}, {self.act_bits}"
+            )
         if not 0 <= self.rescore <= self.population:
             raise ConfigError(f"rescore must be in [0, population={self.population}], got {self.rescore}")
 
@@ -130,6 +139,22 @@ class Evolution(SubnetSearch):
     Config = EvolutionConfig
     config: EvolutionConfig
 
+    @classmethod
+    def learns_bits(cls, options: dict[str, Any]) -> bool:
+        return bool(options.get("weight_bits"))
+
+    def make_subnets(self, context: MethodContext, model: nn.Module) -> Subnets:
+        cfg = self.config
+        if not cfg.weight_bits:
+            return Subnets(context, model)
+        weights = [k.id for k in context.knobs if k.kind == "weight_bits"]
+        if not weights:
+            raise ConfigError(
+                "evolution: weight_bits given, but the model has no conv or linear layer to quantize"
+            )
+        acts = {k.id: int(cfg.act_bits) for k in context.knobs if k.kind == "act_bits"}
+        return Subnets(context, model, bit_choices={k: cfg.weight_bits for k in weights}, fixed_bits=acts)
+
     def __init__(
         self, model: nn.Module, context: MethodContext, config: EvolutionConfig | None = None
     ) -> None:
@@ -140,7 +165,7 @@ class Evolution(SubnetSearch):
         self.best_true: float | None = None
 
     def _key(self, counts: Counts) -> tuple[int, ...]:
-        return tuple(counts[n] for n in self.subnets.names)
+        return tuple(counts[n] for n in self.subnets.genes)
 
     def true_score(self, counts: Counts) -> float:
         key = self._key(counts)
@@ -160,11 +185,11 @@ class Evolution(SubnetSearch):
         x = [s.fractions(c) for c in samples]
         y = [self.true_score(c) for c in samples]
         n_test = max(2, len(samples) // 4)
-        check = AccuracyPredictor(len(s.names), cfg.predictor_hidden, cfg.predictor_epochs, cfg.seed)
+        check = AccuracyPredictor(len(s.genes), cfg.predictor_hidden, cfg.predictor_epochs, cfg.seed)
         check.fit(x[:-n_test], y[:-n_test])
         train_mean = sum(y[:-n_test]) / len(y[:-n_test])
         self.quality = predictor_quality(check.predict(x[-n_test:]), y[-n_test:], train_mean)
-        return AccuracyPredictor(len(s.names), cfg.predictor_hidden, cfg.predictor_epochs, cfg.seed).fit(x, y)
+        return AccuracyPredictor(len(s.genes), cfg.predictor_hidden, cfg.predictor_epochs, cfg.seed).fit(x, y)
 
     def search(self) -> Counts:
         cfg, s = self.config, self.subnets
@@ -197,12 +222,12 @@ class Evolution(SubnetSearch):
                 parent = rng.choice(parents)
                 child = {
                     n: (rng.choice(s.choices[n]) if rng.random() < cfg.mutation_prob else parent[n])
-                    for n in s.names
+                    for n in s.genes
                 }
                 children.append(self._feasible(child, rng))
             for _ in range(cfg.crossovers):
                 a, b = rng.sample(parents, 2) if len(parents) > 1 else (parents[0], parents[0])
-                child = {n: (a[n] if rng.random() < 0.5 else b[n]) for n in s.names}
+                child = {n: (a[n] if rng.random() < 0.5 else b[n]) for n in s.genes}
                 children.append(self._feasible(child, rng))
             population = parents + children
         scores = fitness(population)

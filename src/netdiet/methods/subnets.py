@@ -12,7 +12,7 @@ needs: the choices, the exact price, the assignment, a repair to the budget, and
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +22,6 @@ from netdiet.errors import ConfigError
 from netdiet.methods.base import Method
 from netdiet.methods.context import MethodContext
 from netdiet.methods.importance import unit_norms
-from netdiet.methods.readoff import minimum_cost
 from netdiet.space import Assignment
 
 Counts = dict[str, int]
@@ -45,8 +44,16 @@ class Subnets:
     first) that decides which units a count keeps."""
 
     def __init__(
-        self, context: MethodContext, model: nn.Module, order: Mapping[str, torch.Tensor] | None = None
+        self,
+        context: MethodContext,
+        model: nn.Module,
+        order: Mapping[str, torch.Tensor] | None = None,
+        *,
+        bit_choices: Mapping[str, Sequence[int]] | None = None,
+        fixed_bits: Mapping[str, int] | None = None,
     ):
+        """`bit_choices`: bit knob id -> the widths a candidate may give it (genes beside the counts);
+        `fixed_bits`: bit knob id -> the width every candidate has (e.g. 8-bit activations)."""
         self.context = context
         self.groups = list(context.space.groups)
         self.names = [g.name for g in self.groups]
@@ -57,6 +64,11 @@ class Subnets:
             low = max(g.min_keep, m)
             values = set(range(low, g.size + 1, m)) | {g.size}
             self.choices[g.name] = sorted(v for v in values if low <= v <= g.size)
+        self.bit_ids = list(bit_choices or {})
+        for kid, options in (bit_choices or {}).items():
+            self.choices[kid] = sorted({int(b) for b in options})
+        self.genes = self.names + self.bit_ids  # what a candidate sets: counts, then bits
+        self.fixed_bits = {k: int(v) for k, v in (fixed_bits or {}).items()}
         self.set_order(order)
 
     def set_order(self, order: Mapping[str, torch.Tensor] | None = None) -> None:
@@ -69,10 +81,10 @@ class Subnets:
 
     # ----- the space ---------------------------------------------------------------------------------
     def full(self) -> Counts:
-        return {n: self.choices[n][-1] for n in self.names}
+        return {n: self.choices[n][-1] for n in self.genes}
 
     def smallest(self) -> Counts:
-        return {n: self.choices[n][0] for n in self.names}
+        return {n: self.choices[n][0] for n in self.genes}
 
     def snap(self, name: str, count: float) -> int:
         """The largest choice at most `count` (the smallest choice if none is)."""
@@ -94,33 +106,37 @@ class Subnets:
         return out
 
     def fractions(self, counts: Mapping[str, int]) -> list[float]:
-        """Each count as a fraction of its group's range (a policy's or predictor's input)."""
+        """Each gene as a fraction of its range (a policy's or predictor's input)."""
         out = []
-        for n in self.names:
+        for n in self.genes:
             low, high = self.choices[n][0], self.choices[n][-1]
             out.append((counts[n] - low) / (high - low) if high > low else 1.0)
         return out
 
     # ----- prices and assignments --------------------------------------------------------------------
+    def _bits(self, counts: Mapping[str, int]) -> dict[str, int]:
+        return {**self.fixed_bits, **{k: int(counts[k]) for k in self.bit_ids if k in counts}}
+
     def price(self, counts: Mapping[str, int]) -> float:
-        return float(self.context.price(Assignment.of(keep=dict(counts))))
+        keep = {n: int(counts[n]) for n in self.names if n in counts}
+        return float(self.context.price(Assignment.of(keep=keep).with_values(self._bits(counts))))
 
     def feasible(self, counts: Mapping[str, int], target: float) -> bool:
         return self.price(counts) <= target
 
     def assignment(self, counts: Mapping[str, int]) -> Assignment:
-        """The keep knobs of `counts`: the top units of each group's order."""
+        """The knobs of a candidate: the top units of each group's order, and its bits."""
         keep = {n: torch.sort(self.order[n][: int(counts[n])]).values for n in self.names}
-        return Assignment.of(keep=keep)
+        return Assignment.of(keep=keep).with_values(self._bits(counts))
 
     def repair(self, counts: Mapping[str, int], target: float, rng: random.Random) -> Counts:
-        """`counts` made feasible: while over the budget, one step down a group drawn with probability
-        proportional to how much of it is still kept, so repairs shrink widths roughly in proportion
-        and keep a population diverse. Raises ConfigError when even the smallest counts are over."""
+        """`counts` made feasible: while over the budget, one step down a gene (a group's count, or a
+        layer's bits) drawn with probability proportional to how much of it is still kept, so repairs
+        shrink roughly in proportion and keep a population diverse. Raises ConfigError when even the smallest counts are over."""
         out = dict(counts)
         value = self.price(out)
         while value > target:
-            movable = [n for n in self.names if out[n] > self.choices[n][0]]
+            movable = [n for n in self.genes if out[n] > self.choices[n][0]]
             if not movable:
                 raise ConfigError(
                     f"no sub-network meets {self.context.metric} <= {target:.4g}: the smallest costs {value:.4g}"
@@ -136,9 +152,11 @@ class Subnets:
         """A random candidate: a global keep level plus a per-group spread, so samples cover both thin
         and wide networks (uniform per-group choices all sit near the mean width)."""
         level = rng.random()
-        return self.from_fractions(
+        out = self.from_fractions(
             {n: min(1.0, max(0.0, level + rng.uniform(-0.35, 0.35))) for n in self.names}
         )
+        out.update({k: rng.choice(self.choices[k]) for k in self.bit_ids})
+        return out
 
     # ----- what a group is ---------------------------------------------------------------------------
     def facts(self) -> list[GroupFacts]:
@@ -173,9 +191,13 @@ class SubnetSearch(Method):
 
     def __init__(self, model: nn.Module, context: MethodContext, config: object = None) -> None:
         super().__init__(model, context, config)
-        self.check_feasible(minimum_cost(context, []))
-        self.subnets = Subnets(context, model)
+        self.subnets = self.make_subnets(context, model)
+        self.check_feasible(self.subnets.price(self.subnets.smallest()))
         self.best: tuple[float, Counts] | None = None
+
+    def make_subnets(self, context: MethodContext, model: nn.Module) -> Subnets:
+        """The space searched (a method that searches bits too adds them as genes)."""
+        return Subnets(context, model)
 
     def search(self) -> Counts:
         raise NotImplementedError

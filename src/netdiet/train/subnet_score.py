@@ -10,6 +10,7 @@ examples and a fixed seed gives the same search.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ def take(loader: Iterable[Batch], max_examples: int) -> list[Batch]:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[Any]) -> int:
     """Replace every BatchNorm's running statistics by their average over `batches` (in place; the
     model is a throw-away masked copy). Returns the number of BatchNorm layers reset."""
     norms = [m for m in model.modules() if isinstance(m, NORMS) and m.track_running_stats]
@@ -66,8 +67,9 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[Batch]) -> int:
     was = model.training
     model.train()
     try:
-        for batch in batches:
-            model(*batch.inputs)
+        for batch in batches:  # Batch objects, or model inputs as calibration holds them
+            inputs = batch.inputs if isinstance(batch, Batch) else batch
+            model(*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)))
     finally:
         model.train(was)
         for m, momentum in zip(norms, momenta):
