@@ -101,10 +101,6 @@ def test_evolution_searching_bits_meets_a_bops_budget_and_exports_its_bits(digit
     small = {"population": 6, "parents": 2, "mutations": 2, "crossovers": 2, "generations": 2}
     report = run(digits, "evolution", "bops=0.03", weight_bits=(4, 8), predictor_samples=8, **small)
     assert report["compressed"]["bops"] <= 0.03 * report["dense"]["bops"] * (1 + 1e-9)
-    bits = (
-        {v for k, v in report["assignment"]["values"].items() if k.startswith("weight_bits:")}
-        if "values" in report["assignment"]
-        else {v for k, v in report["assignment"].items() if k.startswith("weight_bits:")}
-    )
+    bits = {v for k, v in report["assignment"]["values"].items() if k.startswith("weight_bits:")}
     assert bits and bits <= {4, 8}
     assert report["quantized"] == "after the float fine-tune (pruned)"
