@@ -293,6 +293,8 @@ def render() -> str:
         "(mean +- std over seeds) on the test split; speed-up: ONNX Runtime CPU, 1 thread, fp32, against the dense",
         "file timed in the same process; search s: seconds in the method's search (of which scoring candidates);",
         "scored: sub-networks evaluated; phase s: the one-run method's training phase; FT s: the fine-tune.",
+        "A results file marked cut short was stopped on purpose between rows; its missing seeds ran as another part.",
+        "Rows of files with a later commit ran the same method code (later commits added options, off by default).",
         "",
     ]
     models: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
