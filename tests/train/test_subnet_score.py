@@ -44,3 +44,12 @@ def test_the_scorer_caps_the_held_out_examples_and_scores_the_same_each_call() -
     # a model whose BN statistics are wrong for its inputs scores after they are re-estimated
     model[1].running_mean.fill_(100.0)
     assert scorer(model) == a
+
+
+def test_empty_held_out_data_is_refused_naming_eval_data() -> None:
+    import pytest
+
+    from netdiet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_data"):
+        SubnetScorer(BatchList([]), BatchList(batches(1, shift=0.0, seed=0)))

@@ -104,11 +104,12 @@ class Amc(SubnetSearch):
         s, names = self.subnets, self.subnets.names
         facts = self._facts
         chosen = {**s.full(), **counts}
-        rest_min = {**chosen, **{n: s.smallest()[n] for n in names[t + 1 :]}}
+        smallest = s.smallest()
+        rest_min = {**chosen, **{n: smallest[n] for n in names[t + 1 :]}}
         now = s.price({**s.full(), **counts})
         reduced = (self.dense - now) / self.dense
         to_go = (now - s.price(rest_min)) / self.dense
-        own = (s.price({**chosen}) - s.price({**chosen, names[t]: s.smallest()[names[t]]})) / self.dense
+        own = (s.price(chosen) - s.price({**chosen, names[t]: smallest[names[t]]})) / self.dense
         f = facts[t]
         return [
             t / max(len(names) - 1, 1),
@@ -131,7 +132,8 @@ class Amc(SubnetSearch):
         to its smallest choice (bisection: counted costs grow with every count)."""
         s = self.subnets
         name = s.names[t]
-        later = {n: s.smallest()[n] for n in s.names[t + 1 :]}
+        smallest = s.smallest()
+        later = {n: smallest[n] for n in s.names[t + 1 :]}
         options = s.choices[name]
         if s.price({**counts, name: options[0], **later}) > self.target:
             return options[0]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from netdiet.data.batch import Batch, Loader
+from netdiet.errors import ConfigError
 from netdiet.train.evaluate import evaluate
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -87,10 +88,15 @@ class SubnetScorer:
         self, held_out: Loader, train_data: Loader, *, max_examples: int = 1000, bn_batches: int = 4
     ) -> None:
         if max_examples < 1 or bn_batches < 0:
-            raise ValueError("max_examples must be >= 1 and bn_batches >= 0")
+            raise ConfigError(
+                f"max_examples must be >= 1 and bn_batches >= 0, got {max_examples}, {bn_batches}"
+            )
         self.held_out = BatchList(take(held_out, max_examples))
         if self.held_out.num_examples == 0:
-            raise ValueError("the held-out data for scoring candidates is empty")
+            raise ConfigError(
+                "the held-out data for scoring candidates is empty: pass a non-empty eval_data (a split held out "
+                "of the training data)"
+            )
         bn: list[Batch] = []
         for i, batch in enumerate(train_data):
             if i >= bn_batches:
