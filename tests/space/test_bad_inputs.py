@@ -166,10 +166,17 @@ def test_hard_coded_size_in_forward_is_caught_by_verification() -> None:
             a, b = torch.split(self.conv(x), [4, 4], dim=1)  # literal sizes
             return self.fc(torch.cat([b, a], dim=1).mean((2, 3)))
 
-    space = netdiet.analyze(HardCoded().eval(), IMG)
-    name = next(g.name for g in space.groups)
+    model = HardCoded().eval()
+    unprobed = netdiet.analyze(model, IMG, probe=False)
+    name = next(g.name for g in unprobed.groups)
     with pytest.raises(netdiet.VerificationError, match="hard-codes a size"):
-        space.export({name: torch.tensor([0])})
+        unprobed.export({name: torch.tensor([0])})
+    # The probe finds the literal split at analysis: those groups are frozen, named, and never offered.
+    space = netdiet.analyze(model, IMG)
+    assert not space.groups
+    assert set(space.probe.frozen) == {g.name for g in unprobed.groups}
+    with pytest.raises(netdiet.InvalidKeepError, match="cannot shrink"):
+        space.validate({name: [0]})
 
 
 def test_user_model_is_unchanged_by_analyze_mask_export() -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 from torch import nn
 
-HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+from netdiet.graph.rules_elementwise import HEAD_ATTRS
+
 KV_HEAD_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
-ALL_HEAD_ATTRS = ("all_head_size", "split_size", "inner_dim")
+ALL_HEAD_ATTRS = ("all_head_size", "split_size", "inner_dim", "attn_dim")
 
 
 def update_module(module: Any, groups: int | None) -> None:

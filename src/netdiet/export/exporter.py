@@ -16,6 +16,7 @@ from netdiet.export.adapters import (
     update_module,
     update_norm,
 )
+from netdiet.export.attention import SlimMultiheadAttention, replaceable
 from netdiet.export.masked_norm import MaskedLastDimNorm
 from netdiet.export.slicing import copy_model, slice_tensors, zero_dropped
 from netdiet.export.verify import verify
@@ -54,12 +55,30 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
         heads.add(q)
         kv_heads.add(kv)
         update_attention(_submodule(model, path), q, kv, att.head_dim)
+    _replace_resized_mha(model, analysis, space, counts)
     hidden = [g for g in space.groups if g.kind == "hidden"]
     if len(hidden) == 1 and getattr(model, "config", None) is None:
         update_hidden_size(model, hidden[0].size, int(counts.get(hidden[0].atom, hidden[0].size)))
     update_hf_config(model, _uniform_facts(space, counts, heads, kv_heads))
     setattr(model, RECIPE_ATTR, make_recipe(space, valid))
     return model
+
+
+def _replace_resized_mha(model: nn.Module, analysis: Any, space: Space, counts: Mapping[int, Any]) -> None:
+    """nn.MultiheadAttention cannot hold fewer heads than its stream width: swap in the slim module."""
+    for path, module in list(model.named_modules()):
+        if not isinstance(module, nn.MultiheadAttention) or not replaceable(module):
+            continue
+        w = module.in_proj_weight
+        if tuple(w.shape) == (3 * module.embed_dim, module.embed_dim) and (
+            module.out_proj.weight.shape == (module.embed_dim, module.embed_dim)
+        ):
+            continue
+        record = analysis.attentions.get(path)
+        if record is None:
+            continue
+        heads = int(space.dim_size(record.q_heads, counts))
+        _set_submodule(model, path, SlimMultiheadAttention(module, heads, record.head_dim))
 
 
 def export_model(

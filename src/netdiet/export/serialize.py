@@ -114,7 +114,10 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
         device = next((p.device for p in base_model.parameters()), torch.device("cpu"))
         inputs = build_inputs(recipe["example_inputs"], device)
         space = analyze(
-            base_model, inputs, exclude=[e for e in recipe.get("exclude", []) if isinstance(e, str)]
+            base_model,
+            inputs,
+            exclude=[e for e in recipe.get("exclude", []) if isinstance(e, str)],
+            probe=False,  # the recipe only names groups the compressed model's probe let through
         )
         model = shrink(space, keep, copy_model(base_model))
         ranks = recipe.get("ranks") or {}

@@ -7,7 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from netdiet.graph import rules_elementwise, rules_linalg, rules_norm, rules_shape  # noqa: F401  (register rules)
+from netdiet.graph import (  # noqa: F401  (register rules)
+    rules_einsum,
+    rules_elementwise,
+    rules_gather,
+    rules_linalg,
+    rules_norm,
+    rules_shape,
+)
 from netdiet.graph.capture import ExampleInputs, capture, normalize_inputs
 from netdiet.graph.layout import Atom, AtomTable, Cat, Layout, Prod
 from netdiet.graph.records import (

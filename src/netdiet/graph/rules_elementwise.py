@@ -86,7 +86,26 @@ FACTORIES = (
 ).split()
 
 
+# Head-count attributes the exporter rewrites (export/adapters.py uses the same names).
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+
+
 @rule(*(f"aten.{n}" for n in FACTORIES))
 def factory(w: Walker, node: fx.Node) -> Any:
-    """Tensors built from constant sizes: their dims cannot follow a pruned group, so they are frozen."""
-    return w.fresh(w.out_shape(), f"size fixed in code by {w.where()}")
+    """Tensors built from constant sizes: their dims cannot follow a pruned group, so they are frozen.
+
+    Except a dim whose size is the head count of the module that builds it (T5's cross-attention makes
+    its zero position bias with `self.n_heads`): the exporter rewrites that attribute, so the dim may
+    follow the heads it meets; the export probe confirms it does.
+    """
+    shape = w.out_shape()
+    path = w.module_path()
+    heads: set[int] = set()
+    if path and not w.excluded(path):
+        try:
+            module = w.model.get_submodule(path)
+        except AttributeError:
+            module = None
+        heads = {v for a in HEAD_ATTRS if isinstance(v := getattr(module, a, None), int) and v > 1}
+    reason = f"size fixed in code by {w.where()}"
+    return TensorValue(shape, [w.table.new(s, frozen=None if s in heads else reason) for s in shape])

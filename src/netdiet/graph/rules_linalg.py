@@ -8,6 +8,7 @@ from torch import fx
 
 from netdiet.graph.layout import Layout, Prod
 from netdiet.graph.records import LayerShape, TensorValue
+from netdiet.graph.rules_norm import unrepeated
 from netdiet.graph.walker import Walker, op_name, rule
 
 
@@ -64,6 +65,12 @@ def matmul(w: Walker, node: fx.Node) -> Any:
     w.unify(k_a, k_b)
     if a.param is None and b.param is None:
         w.freeze(k_a, "contracted between two activations (e.g. attention scores)")
+        if len(a.shape) >= 4 and len(b.shape) >= 4 and a.shape[-3] == b.shape[-3] and a.shape[-3] > 1:
+            # [B, H, L, D] @ [B, H, D, S]: attention written out (Swin, timm without SDPA). The first
+            # such product in a module is q @ k^T: its head dim is the heads, its last dim head_dim.
+            w.tag(a.dims[-3], "head")
+            w.tag(b.dims[-3], "head")
+            w.add_attention(a.dims[-3], unrepeated(w, b.dims[-3]), a.shape[-1], replace=False)
     m, n = a_dims[-2], b_dims[-1]
     if b.param is not None and len(b.shape) >= 2:
         w.tag(k_b, "linear_in")

@@ -8,6 +8,7 @@ from torch import fx
 
 from netdiet.graph.layout import Atom, Layout, Prod
 from netdiet.graph.records import TensorValue
+from netdiet.graph.rules_elementwise import elementwise
 from netdiet.graph.walker import Walker, op_name, rule
 
 
@@ -131,7 +132,12 @@ REDUCTIONS = (
 
 @rule(*(f"aten.{n}" for n in REDUCTIONS))
 def reduce(w: Walker, node: fx.Node) -> Any:
-    """Reducing over a dim mixes its units: frozen, except the statistic of an RMSNorm-like module."""
+    """Reducing over a dim mixes its units: frozen, except the statistic of an RMSNorm-like module.
+
+    `min`/`max` with a tensor second argument (`aten.min.other`) are elementwise, not reductions.
+    """
+    if len(node.args) > 1 and w.tensor(node.args[1]) is not None:
+        return elementwise(w, node)
     x = _t(w, node.args[0])
     rank = len(x.shape)
     dims_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -198,7 +204,7 @@ def embedding(w: Walker, node: fx.Node) -> Any:
     return TensorValue(w.out_shape(), list(idx.dims) + [weight.dims[1]])
 
 
-def _unrepeated(w: Walker, heads: Layout) -> Layout:
+def unrepeated(w: Walker, heads: Layout) -> Layout:
     """The kv heads before an expand-based repeat (HF `repeat_kv`): Prod(kv, rep) -> kv.
 
     Head-count attributes such as `num_key_value_heads` count the projected kv heads, not the copies
@@ -246,11 +252,19 @@ def sdpa(w: Walker, node: fx.Node) -> Any:
             w.freeze(k.dims[-3], "query/key head counts do not divide")
         w.tag(q.dims[-3], "head")
         w.tag(k.dims[-3], "head")
-        w.add_attention(q.dims[-3], _unrepeated(w, k.dims[-3]), q.shape[-1])
+        w.add_attention(q.dims[-3], unrepeated(w, k.dims[-3]), q.shape[-1])
     mask = w.tensor(node.args[3]) if len(node.args) > 3 else w.tensor(node.kwargs.get("attn_mask"))
     if mask is not None:
-        for d in mask.dims:
-            w.freeze(d, "attention mask")
+        # The mask broadcasts against the scores [.., Hq, L, S]: a per-head bias (T5's relative position
+        # bias, ALiBi) shares the query heads; its sequence dims, and any dim that broadcasts, stay whole.
+        for i in range(1, len(mask.shape) + 1):
+            size = mask.shape[-i]
+            if i == 3 and rank >= 3 and size == q.shape[-3] and size > 1:
+                w.unify(mask.dims[-i], q.dims[-3])
+            elif i > 3 and i <= rank and size == q.shape[-i] and size > 1:
+                w.unify(mask.dims[-i], q.dims[-i])
+            else:
+                w.freeze(mask.dims[-i], "attention mask")
     lead = list(q.dims[:-2])
     w.add_cost("sdpa_qk", lead + [q.dims[-2], k.dims[-2], q.dims[-1]])
     w.add_cost("sdpa_av", lead + [q.dims[-2], k.dims[-2], v.dims[-1]])

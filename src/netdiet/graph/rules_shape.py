@@ -165,12 +165,8 @@ def select(w: Walker, node: fx.Node) -> Any:
 
 
 @rule(
-    "aten.index_select",
     "aten.gather",
-    "aten.index",
     "aten.take_along_dim",
-    "aten.flip",
-    "aten.roll",
     "aten.scatter",
     "aten.scatter_add",
     "aten.index_put",
@@ -236,6 +232,15 @@ def split(w: Walker, node: fx.Node) -> Any:
     sizes = [int(m.shape[dim]) for m in metas]
     segs = [w.table.new(s) for s in sizes]
     w.unify(x.dims[dim], cat(segs))
+    size_arg = node.args[1] if len(node.args) > 1 else None
+    if op_name(node) != "aten.split_with_sizes" and not isinstance(size_arg, (list, tuple)):
+        # An int split size (chunk) cuts into equal parts at any width: pruned, the parts must still be
+        # equal, so unit i of every part goes together; unequal parts would move the cut, so they freeze.
+        if len(set(sizes)) == 1:
+            for seg in segs[1:]:
+                w.unify(segs[0], seg)
+        else:
+            w.freeze(x.dims[dim], "split into unequal parts by an int size")
     outs = []
     for m, seg in zip(metas, segs):
         dims = list(x.dims)

@@ -150,9 +150,10 @@ class Walker:
     def add_groups(self, path: str, groups: Layout) -> None:
         self.groups[path] = GroupsRecord(module_path=path, groups=groups)
 
-    def add_attention(self, q_heads: Layout, kv_heads: Layout, head_dim: int) -> None:
+    def add_attention(self, q_heads: Layout, kv_heads: Layout, head_dim: int, replace: bool = True) -> None:
         path = self._attention_owner()
-        self.attentions[path] = AttentionRecord(path, q_heads, kv_heads, head_dim)
+        if replace or path not in self.attentions:
+            self.attentions[path] = AttentionRecord(path, q_heads, kv_heads, head_dim)
 
     def add_norm(self, path: str, layout: Layout) -> None:
         value = self.scope_inputs.get(path)
@@ -321,7 +322,8 @@ class Walker:
                         self.unify(a, b)
 
     def _apply_module_constraints(self) -> None:
-        """Module contracts the graph alone does not show (nn.MultiheadAttention: heads x head_dim == E)."""
+        """Module contracts the graph alone does not show (nn.MultiheadAttention with extra key/value
+        biases: heads x head_dim == E, since only the plain packed form is replaced at export)."""
         for path, module in self.model.named_modules():
             if isinstance(module, nn.MultiheadAttention):
                 self._constrain_mha(path, module)
@@ -337,6 +339,10 @@ class Walker:
                         self.table.freeze(d, f"nn.MultiheadAttention '{path}' with separate q/k/v weights")
             return
         self.node = None
+        if module.bias_k is None and module.bias_v is None and not module.add_zero_attn:
+            # The exporter replaces such a module by one whose q/k/v width is free (heads x head_dim
+            # need not equal the stream), so the traced layouts stand as they are.
+            return
         embed = in_w.dims[1]
         from netdiet.graph.layout import Cat, Prod
 

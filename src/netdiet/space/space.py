@@ -48,6 +48,7 @@ class Space:
         self._by_name = {g.name: g for g in self.groups}
         self.layers = _layer_sites(analysis)
         self._knobs: list[Knob] | None = None
+        self.probe: Any = None  # set by analyze(probe=True): cost of the export probe, groups it froze
 
     # ----- knobs ----------------------------------------------------------------------------------
     @property
@@ -150,6 +151,17 @@ class Space:
             out[name] = dims
         return out
 
+    def freeze_groups(self, reasons: Mapping[str, str]) -> None:
+        """Make groups whole (unprunable) after analysis, each with its reason: the probe uses this for
+        sizes the model's code fixes. Group names stay as they were; knobs are rebuilt."""
+        from netdiet.graph import Atom
+
+        for name, reason in reasons.items():
+            self.analysis.table.freeze(Atom(self.group(name).atom), reason)
+        self.groups, self.excluded = build_groups(self.analysis)
+        self._by_name = {g.name: g for g in self.groups}
+        self._knobs = None
+
     # ----- later stages ---------------------------------------------------------------------------
     def mask(self, keep: Mapping[str, Any]) -> nn.Module:
         from netdiet.export import mask_model
@@ -167,17 +179,26 @@ class Space:
         return cost(self, keep, **kwargs)
 
 
-def analyze(model: nn.Module, example_inputs: Any, *, exclude: Sequence[Any] = ()) -> Space:
+def analyze(
+    model: nn.Module, example_inputs: Any, *, exclude: Sequence[Any] = (), probe: bool = True
+) -> Space:
     """Trace `model` and find every group of units that can be removed together.
 
     `example_inputs`: a tensor, a tuple of positional inputs, a dict of keyword inputs, or (args, kwargs).
     `exclude`: module paths (globs allowed), module objects or module types whose dimensions must not
-    shrink. The model is not modified.
+    shrink. `probe`: export each group one step smaller and freeze those the model's code will not run
+    with (a size computed from an attribute or a literal), so that every group offered can be exported;
+    `space.probe` says what it cost and what it froze. The model is not modified.
     """
     inputs = normalize_inputs(example_inputs)
     analysis = analyze_graph(model, inputs, exclude)
     names = [e if isinstance(e, str) else type(e).__name__ for e in exclude]
-    return Space(model, inputs, analysis, names)
+    space = Space(model, inputs, analysis, names)
+    if probe:
+        from netdiet.export.probe import probe_space
+
+        space.probe = probe_space(space)
+    return space
 
 
 def _layer_sites(analysis: GraphAnalysis) -> list[LayerKnobSite]:
