@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from netdiet.cost import price
@@ -64,6 +65,21 @@ class Exported:
 
 
 INT8_CHANNEL_MULTIPLE = 8
+
+
+def _average_over_ranks(params: list[torch.Tensor], loss: float | None) -> float | None:
+    """All-reduce (mean) the gradients of `params` and the loss over the process group."""
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+    if loss is None:
+        return None
+    value = torch.tensor([float(loss)], dtype=torch.float64)
+    dist.all_reduce(value)
+    return float(value.item()) / world
 
 
 class Compressor:
@@ -237,7 +253,12 @@ class Compressor:
         return self.method.penalty()
 
     def step(self, loss: float | None = None) -> None:
-        """Call right after the user's optimizer.step(); pass the step's loss to have it checked and logged."""
+        """Call right after the user's optimizer.step(); pass the step's loss to have it checked and logged.
+
+        Under torch.distributed (torchrun), the method's own gradients and the loss are averaged over
+        ranks first, so every rank takes the same gate step and exports the same architecture."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            loss = _average_over_ranks(self.method.own_parameters(), loss)
         self.method.step(loss)
 
     def status(self) -> dict[str, float]:

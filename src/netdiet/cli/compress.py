@@ -8,9 +8,13 @@ and `report.json` (budget, accuracy on val and the reported split, exact FLOPs/p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ from netdiet.errors import NetdietError
 from netdiet.export import save
 from netdiet.methods import METHODS, Budget, options_of
 from netdiet.train import TrainConfig, evaluate
+from netdiet.train.distributed import DistContext, init_distributed, shutdown_distributed
 
 
 def write_metrics(out: Path, trace: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
@@ -238,6 +243,32 @@ def run(args: argparse.Namespace) -> int:
     check_options(args, budget)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    ctx = init_distributed("cpu")
+    if ctx.enabled:
+        return _run_data_parallel(args, ctx)
+    return _run(args, budget)
+
+
+def _run_data_parallel(args: argparse.Namespace, ctx: DistContext) -> int:
+    """Under torchrun: every rank trains on its shard of each global batch (DDP averages the weights'
+    gradients, the Compressor the gates'), so all ranks export the same model; rank 0 writes --out,
+    the others work in a private folder that is removed."""
+    args.rank, args.world_size = ctx.rank, ctx.world_size
+    if ctx.is_main:
+        try:
+            return _run(args, Budget.parse(args.budget))
+        finally:
+            shutdown_distributed(ctx)
+    with tempfile.TemporaryDirectory(prefix=f"netdiet-rank{ctx.rank}-") as tmp:
+        args.out, args.overwrite, args.resume, args.json = str(Path(tmp) / "out"), True, False, True
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            try:
+                return _run(args, Budget.parse(args.budget))
+            finally:
+                shutdown_distributed(ctx)
+
+
+def _run(args: argparse.Namespace, budget: Budget) -> int:
     staged = StagedDir(args.out, overwrite=args.overwrite, resume=args.resume)
     model, meta, run_dir = source_model(args)
     stage = staged.prepare()
@@ -318,7 +349,10 @@ def _compress_into(
     elif spec.input_kind == "tokens":
         tok = stage / "tokenizer.json"  # the user's own text model: trained here, kept with the result
     say(args, f"loading {spec.name} as the dense run did" if run_dir else f"loading {spec.name}")
-    bundle = build_data(spec, tokenizer_path=tok)
+    rank, world = getattr(args, "rank", 0), getattr(args, "world_size", 1)
+    bundle = build_data(spec, rank=rank, world_size=world, tokenizer_path=tok)
+    if world > 1:  # every rank evaluates whole splits, so the report is rank 0's and complete
+        bundle = replace(bundle, eval=build_data(spec, tokenizer_path=tok).eval)
     if tok is not None and tok != stage / "tokenizer.json":
         shutil.copyfile(tok, stage / "tokenizer.json")  # the result evaluates without its dense run
     dense_cfg = dict(meta.get("train_config") or {})

@@ -91,6 +91,12 @@ class Method:
     def step(self, loss: float | None = None) -> None:
         """Called after the user's optimizer.step(), with the step's loss when the loop knows it."""
 
+    def own_parameters(self) -> list[torch.Tensor]:
+        """Tensors the method trains itself, outside the user's model and optimizer (l1l2's gates):
+        under data parallelism their gradients are averaged over ranks before `step`, as DDP does for
+        the model's, so every rank keeps the same gates and ends at the same architecture."""
+        return []
+
     def status(self) -> dict[str, float]:
         """What the method reports per step (progress bars, logs)."""
         return {}

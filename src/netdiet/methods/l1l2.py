@@ -220,6 +220,9 @@ class L1L2(Method):
         self._last_penalty = self.controller.lam * float(ratio.detach())
         return self.controller.lam * ratio
 
+    def own_parameters(self) -> list[torch.Tensor]:
+        return list(self.gates.parameters())
+
     def step(self, loss: float | None = None) -> None:
         """After the weights' optimizer step: train the gates, steer lambda, fade dropped units."""
         self.steps += 1

@@ -32,6 +32,7 @@ from netdiet.train.metrics import MetricsLogger
 from netdiet.train.optim import build_optimizer
 from netdiet.train.schedule import cosine_with_warmup
 from netdiet.train.seed import epoch_seed, seed_everything
+from netdiet.train.sync_batchnorm import global_batchnorm
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
@@ -202,6 +203,9 @@ def fit_inplace(
     if ctx.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    # under DDP, BatchNorm uses the global batch's statistics, so N processes compute what one does
+    synced_bn = global_batchnorm(model) if ctx.enabled else contextlib.nullcontext()
+    synced_bn.__enter__()
     try:
         for epoch in range(start_epoch, n_epochs):
             seed_everything(epoch_seed(cfg.seed, epoch, ctx.rank))
@@ -344,6 +348,7 @@ def fit_inplace(
             for cb in callbacks:
                 cb(epoch + 1, record)
     finally:
+        synced_bn.__exit__(None, None, None)
         logger.close()
     return TrainResult(model, history)
 

@@ -1,0 +1,103 @@
+"""The model families users bring, end to end: analyze (with the export probe) -> a random setting ->
+export -> equivalence with the masked model; then l1l2 for a few steps -> export within the budget.
+
+torchvision and timm are test-only dependencies (torchvision imports through ../shared/tv_cpu_shim.py on
+these machines); a family whose library is missing is skipped, never faked. What each family can prune,
+and what the probe freezes and why, is asserted, so a regression in either shows here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import netdiet
+from engine_checks import check_dense, check_keep, n_params
+
+
+def _vit_b16() -> tuple[nn.Module, Any]:
+    tv = pytest.importorskip("torchvision")
+    return tv.models.vit_b_16(weights=None, image_size=32, num_classes=10), torch.randn(2, 3, 32, 32)
+
+
+def _swin_t() -> tuple[nn.Module, Any]:
+    tv = pytest.importorskip("torchvision")
+    return tv.models.swin_t(weights=None, num_classes=10), torch.randn(1, 3, 64, 64)
+
+
+def _timm_vit() -> tuple[nn.Module, Any]:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=10)
+    return model, torch.randn(2, 3, 32, 32)
+
+
+def _t5() -> tuple[nn.Module, Any]:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(
+        vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        use_cache=False, dropout_rate=0.0,
+    )
+    gen = torch.Generator().manual_seed(0)
+    inputs = {
+        "input_ids": torch.randint(0, 64, (2, 7), generator=gen),
+        "decoder_input_ids": torch.randint(0, 64, (2, 5), generator=gen),
+    }
+    return transformers.T5ForConditionalGeneration(cfg), inputs
+
+
+# family -> (builder, kinds that must stay prunable, budget for the l1l2 run)
+FAMILIES: dict[str, tuple[Callable[[], tuple[nn.Module, Any]], set[str], str]] = {
+    "torchvision-vit_b_16": (_vit_b16, {"head", "neuron", "hidden"}, "flops=0.6"),
+    "torchvision-swin_t": (_swin_t, {"neuron"}, "flops=0.85"),
+    "timm-vit_tiny": (_timm_vit, {"head", "neuron", "hidden"}, "flops=0.6"),
+    "hf-t5": (_t5, {"head", "neuron"}, "flops=0.7"),
+}
+
+
+def _loss(model: nn.Module, inputs: Any) -> torch.Tensor:
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    logits = out.logits if hasattr(out, "logits") else out
+    return F.cross_entropy(logits.flatten(0, -2), torch.zeros(logits.flatten(0, -2).shape[0], dtype=torch.long))
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request: pytest.FixtureRequest) -> tuple[str, nn.Module, Any, netdiet.Space]:
+    build, _, _ = FAMILIES[request.param]
+    torch.manual_seed(0)
+    model, inputs = build()
+    model.eval()
+    return request.param, model, inputs, netdiet.analyze(model, inputs)
+
+
+def test_analyze_offers_what_export_delivers(family: tuple[str, nn.Module, Any, netdiet.Space]) -> None:
+    name, model, inputs, space = family
+    kinds = {g.kind for g in space.groups}
+    assert FAMILIES[name][1] <= kinds, (name, kinds)
+    assert space.probe is not None and space.probe.exports >= 1 and space.probe.seconds < 60
+    check_dense(space, model, inputs)
+    for seed in (0, 1):
+        check_keep(space, space.sample(seed=seed), inputs)
+
+
+def test_l1l2_a_few_steps_then_export_meets_the_budget(family: tuple[str, nn.Module, Any, netdiet.Space]) -> None:
+    name, model, inputs, space = family
+    budget = FAMILIES[name][2]
+    steps = 4
+    comp = netdiet.Compressor(model, inputs, budget=budget, total_steps=steps, space=space)
+    opt = torch.optim.SGD(comp.model.parameters(), lr=1e-4)
+    for _ in range(steps):
+        loss = _loss(comp.model, inputs) + comp.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        comp.step(loss.item())
+    exported = comp.export()  # verified against the masked model
+    ratio = float(budget.split("=")[1])
+    assert exported.cost["flops"] <= ratio * exported.dense_cost["flops"] * (1 + 1e-9)
+    assert exported.cost["flops"] == pytest.approx(netdiet.measured_flops(exported.model, inputs), rel=0.01)
+    assert n_params(exported.model) < n_params(model)
