@@ -39,8 +39,15 @@ def _timm_vit() -> tuple[nn.Module, Any]:
 def _t5() -> tuple[nn.Module, Any]:
     transformers = pytest.importorskip("transformers")
     cfg = transformers.T5Config(
-        vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-        use_cache=False, dropout_rate=0.0,
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        use_cache=False,
+        dropout_rate=0.0,
     )
     gen = torch.Generator().manual_seed(0)
     inputs = {
@@ -62,7 +69,9 @@ FAMILIES: dict[str, tuple[Callable[[], tuple[nn.Module, Any]], set[str], str]] =
 def _loss(model: nn.Module, inputs: Any) -> torch.Tensor:
     out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
     logits = out.logits if hasattr(out, "logits") else out
-    return F.cross_entropy(logits.flatten(0, -2), torch.zeros(logits.flatten(0, -2).shape[0], dtype=torch.long))
+    return F.cross_entropy(
+        logits.flatten(0, -2), torch.zeros(logits.flatten(0, -2).shape[0], dtype=torch.long)
+    )
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -84,7 +93,9 @@ def test_analyze_offers_what_export_delivers(family: tuple[str, nn.Module, Any, 
         check_keep(space, space.sample(seed=seed), inputs)
 
 
-def test_l1l2_a_few_steps_then_export_meets_the_budget(family: tuple[str, nn.Module, Any, netdiet.Space]) -> None:
+def test_l1l2_a_few_steps_then_export_meets_the_budget(
+    family: tuple[str, nn.Module, Any, netdiet.Space],
+) -> None:
     name, model, inputs, space = family
     budget = FAMILIES[name][2]
     steps = 4

@@ -25,9 +25,7 @@ def _synced_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         return type(self).forward(self, x)
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
-    local = torch.cat(
-        [x.sum(dims), (x * x).sum(dims), x.new_full((1,), float(x.numel() // max(c, 1)))]
-    )
+    local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_full((1,), float(x.numel() // max(c, 1)))])
     total = dist_fn.all_reduce(local)
     n = total[-1]
     mean = total[:c] / n
@@ -36,9 +34,7 @@ def _synced_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             assert self.num_batches_tracked is not None
             self.num_batches_tracked.add_(1)
-            factor = (
-                1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
-            )
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
             unbiased = var * (n / (n - 1).clamp_min(1.0))
             self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
             self.running_var.mul_(1 - factor).add_(factor * unbiased.detach())
