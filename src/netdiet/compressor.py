@@ -34,6 +34,7 @@ from netdiet.cost import price
 from netdiet.cost.latency import LatencyModel, LatencyTable
 from netdiet.errors import ConfigError, NonFiniteError
 from netdiet.export import RECIPE_ATTR, export_assignment, mask_model
+from netdiet.export.blocks import drop_blocks, return_shapes
 from netdiet.export.handlers import quantize_exported
 from netdiet.methods import Budget, Method, make_method, method_class
 from netdiet.profiling import check_table_here
@@ -177,6 +178,9 @@ class Compressor:
         t0 = time.perf_counter()
         source = self.method.weights_for_export(None)
         masked = mask_model(self.space, assignment.keep, source=source).eval()
+        dropped = [path for path, v in assignment.blocks.items() if int(v) == 0]
+        if dropped:  # a candidate without some blocks is scored without them
+            drop_blocks(masked, return_shapes(masked, dropped, self.space.example_inputs))
         bits = {k: v for k, v in assignment.items() if k.startswith(("weight_bits:", "act_bits:"))}
         if any(int(v) < 32 for v in bits.values()):  # a mixed-precision candidate is scored quantized
             if not self.calibration:

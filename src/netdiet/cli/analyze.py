@@ -101,6 +101,7 @@ def summary(space: Space) -> dict[str, Any]:
         "groups": [g.to_dict() for g in space.groups],
         "excluded": [e.to_dict() for e in space.excluded],
         "cost": report.to_dict(),
+        "probe": space.probe.to_dict() if space.probe is not None else None,
     }
 
 
@@ -139,6 +140,18 @@ def print_tables(data: dict[str, Any]) -> None:
         f"{_si(cost['flops'])} FLOPs (multiply-add = 2), {_si(cost['params'])} params, "
         f"{_si(cost['weight_bytes'])}B weights"
     )
+    probe = data.get("probe")
+    if probe:
+        froze = (
+            f", froze {len(probe['frozen'])} group(s) whose size the model's code fixes"
+            if probe["frozen"]
+            else ""
+        )
+        skipped = f" (skipped: {probe['skipped']})" if probe["skipped"] else ""
+        console.print(
+            f"export probe: {probe['exports']} export(s) of {probe['probed']} group(s) in "
+            f"{probe['seconds']:.1f} s{froze}{skipped}"
+        )
     groups = Table(title="Prunable groups", show_lines=False)
     for col in ("group", "kind", "units", "appears in"):
         groups.add_column(col)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from netdiet.cost.blocks import block_factor
 from netdiet.cost.latency.model import LatencyModel
 from netdiet.space import Space
 
@@ -82,6 +83,7 @@ def cost(
     ranks: Mapping[str, Any] | None = None,
     per_layer: bool = True,
     latency: LatencyModel | None = None,
+    blocks: Mapping[str, Any] | None = None,
 ) -> CostReport:
     """Cost of `keep` (indices, or per-group counts which may be relaxed floats/tensors) on `space`.
 
@@ -89,6 +91,8 @@ def cost(
     to activation bits for BOPs (default 32); either may be relaxed (floats or tensors) for surrogates. `ranks` maps weight names to a rank r (int, float or
     tensor): the layer is costed as the cheaper of dense and factorized, W[out, rest] = U[out, r] V[r, rest],
     because a factorization is only exported where it lowers the cost.
+    `blocks` maps droppable module paths to 1 (kept), 0 (dropped: every op and parameter inside costs
+    nothing) or a relaxed value in between (the block's cost scales with it).
     `latency`: a LatencyModel of this space; the report then carries its predicted `latency_ms` (the
     latency tables time dense layers, so `ranks` do not change it; bits do: a layer whose weight and input
     are both <= 8 bits is priced from the table's int8 timings).
@@ -101,7 +105,7 @@ def cost(
     total_flops: Any = 0
     total_bops: Any = 0
     for term in analysis.cost_terms:
-        macs: Any = term.coeff
+        macs: Any = term.coeff * block_factor(term.layer, blocks)
         for layout in term.layouts:
             macs = macs * space.dim_size(layout, counts)
         if ranks and term.weight is not None and term.weight in ranks:
@@ -125,7 +129,7 @@ def cost(
         if info.is_buffer or name in counted:
             continue
         counted.update(analysis.param_aliases.get(name, [name]))
-        n: Any = 1
+        n: Any = block_factor(info.module_path, blocks)
         for layout in info.dims:
             n = n * space.dim_size(layout, counts)
         if ranks and name in ranks:
@@ -141,7 +145,7 @@ def cost(
             entry.weight_bytes = entry.weight_bytes + nbytes
     latency_ms = None
     if latency is not None:
-        latency_ms = latency.predict(counts, layer_bits(latency, weight_bits, act_bits))
+        latency_ms = latency.predict(counts, layer_bits(latency, weight_bits, act_bits), blocks=blocks)
     return CostReport(total_flops, total_params, total_bytes, total_bops, list(layers.values()), latency_ms)
 
 

@@ -41,6 +41,7 @@ def price(
         act_bits=a.act_bits or None,
         per_layer=per_layer,
         latency=latency,
+        blocks=a.blocks or None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Export as a chain of handlers, one per knob kind, applied in order: slice, factorise, quantise.
+"""Export as a chain of handlers, one per knob kind, applied in order: slice, drop blocks, factorise,
+quantise.
 
 Each handler makes its knobs real on the model the previous one produced and checks the result
 against its own reference: slicing against the masked model (dropped units zeroed), factorising
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from netdiet.errors import ConfigError, VerificationError
-from netdiet.export.exporter import RECIPE_ATTR, export_model
+from netdiet.export.blocks import drop_blocks, return_shapes
+from netdiet.export.exporter import RECIPE_ATTR, export_model, mask_model
 from netdiet.export.lowrank import factorize, pays
 from netdiet.export.verify import verify as verify_outputs
 from netdiet.graph import normalize_inputs
@@ -54,6 +56,26 @@ class SliceHandler(Handler):
         slim = export_model(space, assignment.keep, verify=verify, source=source)
         kept = {name: int(idx.numel()) for name, idx in space.validate(assignment.keep).items()}
         return HandlerResult(slim, {"kept": kept})
+
+
+class DropBlockHandler(Handler):
+    """block knobs at 0: each such residual block becomes the identity on its stream, checked against the
+    masked model with the same blocks dropped (so the slicing around them is checked too)."""
+
+    kinds = ("block",)
+
+    def apply(
+        self, space: Space, assignment: Assignment, model: nn.Module, *, verify: bool, source: nn.Module
+    ) -> HandlerResult:
+        dropped = [path for path, value in assignment.blocks.items() if int(value) == 0]
+        if not dropped:
+            return HandlerResult(model, {})
+        shapes = return_shapes(source, dropped, space.example_inputs)
+        drop_blocks(model, shapes)
+        if verify and not any(p.device.type == "meta" for p in model.parameters()):
+            reference = drop_blocks(mask_model(space, assignment.keep, source=source), shapes)
+            verify_outputs(reference, model, space.example_inputs)
+        return HandlerResult(model, {"dropped_blocks": shapes})
 
 
 class FactoriseHandler(Handler):
@@ -172,7 +194,8 @@ class QuantiseHandler(Handler):
             )
 
 
-HANDLERS: tuple[Handler, ...] = (SliceHandler(), FactoriseHandler(), QuantiseHandler())
+# slicing first (it builds the slim model from the source weights), then blocks, ranks and bits on it
+HANDLERS: tuple[Handler, ...] = (SliceHandler(), DropBlockHandler(), FactoriseHandler(), QuantiseHandler())
 
 
 def export_assignment(
@@ -207,6 +230,8 @@ def export_assignment(
         applied.update(result.applied)
     recipe = dict(getattr(model, RECIPE_ATTR))
     recipe["ranks"] = dict(applied.get("ranks", {}))
+    if applied.get("dropped_blocks"):
+        recipe["dropped_blocks"] = dict(applied["dropped_blocks"])
     if "quant" in applied:
         recipe["quant"] = applied["quant"]
     recipe["assignment"] = assignment.to_json()

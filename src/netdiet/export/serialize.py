@@ -18,6 +18,7 @@ from torch import nn
 
 from netdiet import __version__
 from netdiet.errors import ConfigError, RecipeError
+from netdiet.export.blocks import drop_blocks
 from netdiet.export.exporter import RECIPE_ATTR, shrink
 from netdiet.export.lowrank import factorize
 from netdiet.export.recipe import build_inputs, fingerprint
@@ -120,6 +121,10 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
             probe=False,  # the recipe only names groups the compressed model's probe let through
         )
         model = shrink(space, keep, copy_model(base_model))
+        dropped = recipe.get("dropped_blocks") or {}
+        if dropped:
+            drop_blocks(model, {str(k): int(v) for k, v in dropped.items()})
+            setattr(model, RECIPE_ATTR, recipe)
         ranks = recipe.get("ranks") or {}
         if ranks:
             factorize(model, {str(k): int(v) for k, v in ranks.items()})

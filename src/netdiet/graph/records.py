@@ -106,6 +106,15 @@ class NormRecord:
     input_dims: list[Layout] | None = None
 
 
+@dataclass(frozen=True)
+class BlockRecord:
+    """A droppable module: its path, and the graph nodes where its stream enters and leaves."""
+
+    module_path: str
+    input_node: str
+    output_node: str
+
+
 @dataclass
 class GraphAnalysis:
     """The result of walking the exported graph."""
@@ -120,3 +129,4 @@ class GraphAnalysis:
     param_aliases: dict[str, list[str]] = field(default_factory=dict)
     layer_shapes: list[LayerShape] = field(default_factory=list)
     roles: dict[tuple[str, int], str] = field(default_factory=dict)
+    blocks: list[BlockRecord] = field(default_factory=list)  # modules that can be dropped whole

@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 
 from netdiet.errors import ConfigError, UnsupportedModelError
+from netdiet.graph.blocks import find_blocks
 from netdiet.graph.layout import AtomTable, Layout, LayoutConflict
 from netdiet.graph.records import (
     AttentionRecord,
@@ -249,6 +250,14 @@ class Walker:
         self._tie_aliases(aliases)
         self._apply_module_constraints()
         self._check_opaque()
+        calls = [n for n in self.program.graph.nodes if n.op == "call_function"]
+        blocks = find_blocks(
+            calls,
+            {n: [p for p, _ in self.module_stack(n)] for n in calls},
+            self.values,
+            self.table,
+            self._layer_candidates(),
+        )
         return GraphAnalysis(
             table=self.table,
             params=self.params,
@@ -260,6 +269,7 @@ class Walker:
             param_aliases=aliases,
             layer_shapes=self.layer_shapes,
             roles=self.roles,
+            blocks=blocks,
         )
 
     def _apply(self, node: fx.Node) -> Any:
@@ -307,6 +317,17 @@ class Walker:
                             op=name,
                             module_path=path,
                         )
+
+    def _layer_candidates(self) -> set[str]:
+        """Children of a ModuleList/Sequential (repeated layers), not excluded by the user."""
+        out: set[str] = set()
+        for path, module in self.model.named_modules():
+            if isinstance(module, (nn.ModuleList, nn.Sequential)):
+                for name, sub in module.named_children():
+                    child = f"{path}.{name}" if path else name
+                    if not isinstance(sub, (nn.ModuleList, nn.Sequential)) and not self.excluded(child):
+                        out.add(child)
+        return out
 
     def _tie_aliases(self, aliases: dict[str, list[str]]) -> None:
         """Tied parameters are one tensor: torch.export may lift each name as its own placeholder and use

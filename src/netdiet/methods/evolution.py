@@ -54,6 +54,9 @@ class EvolutionConfig:
     # with the predictor: score this many of the final population's best-predicted candidates for real
     # and keep the truly best (0: the predictor's pick, as HAT and APQ return it)
     rescore: int = 0
+    # depth: every droppable residual block (a `block` knob) is a gene too, kept or dropped, so the
+    # search trades layers against widths under the same budget
+    depth: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,15 +148,27 @@ class Evolution(SubnetSearch):
 
     def make_subnets(self, context: MethodContext, model: nn.Module) -> Subnets:
         cfg = self.config
+        blocks = [k.id for k in context.knobs if k.kind == "block"] if cfg.depth else []
+        if cfg.depth and not blocks:
+            raise ConfigError(
+                "evolution: depth=True, but the model has no residual block that can be dropped whole "
+                "(`netdiet.analyze(...).knobs_of('block')` is empty); leave depth off"
+            )
         if not cfg.weight_bits:
-            return Subnets(context, model)
+            return Subnets(context, model, block_genes=blocks)
         weights = [k.id for k in context.knobs if k.kind == "weight_bits"]
         if not weights:
             raise ConfigError(
                 "evolution: weight_bits given, but the model has no conv or linear layer to quantize"
             )
         acts = {k.id: int(cfg.act_bits) for k in context.knobs if k.kind == "act_bits"}
-        return Subnets(context, model, bit_choices={k: cfg.weight_bits for k in weights}, fixed_bits=acts)
+        return Subnets(
+            context,
+            model,
+            bit_choices={k: cfg.weight_bits for k in weights},
+            fixed_bits=acts,
+            block_genes=blocks,
+        )
 
     def __init__(
         self, model: nn.Module, context: MethodContext, config: EvolutionConfig | None = None

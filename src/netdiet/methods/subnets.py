@@ -26,6 +26,7 @@ from netdiet.space import Assignment
 
 Counts = dict[str, int]
 KINDS = ("channel", "head", "neuron", "hidden")
+KEEP_BLOCK_PROB = 0.8  # a random candidate keeps each droppable block with this probability
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,11 @@ class Subnets:
         *,
         bit_choices: Mapping[str, Sequence[int]] | None = None,
         fixed_bits: Mapping[str, int] | None = None,
+        block_genes: Sequence[str] = (),
     ):
         """`bit_choices`: bit knob id -> the widths a candidate may give it (genes beside the counts);
-        `fixed_bits`: bit knob id -> the width every candidate has (e.g. 8-bit activations)."""
+        `fixed_bits`: bit knob id -> the width every candidate has (e.g. 8-bit activations);
+        `block_genes`: block knob ids a candidate keeps (1) or drops (0)."""
         self.context = context
         self.groups = list(context.space.groups)
         self.names = [g.name for g in self.groups]
@@ -67,7 +70,11 @@ class Subnets:
         self.bit_ids = list(bit_choices or {})
         for kid, options in (bit_choices or {}).items():
             self.choices[kid] = sorted({int(b) for b in options})
-        self.genes = self.names + self.bit_ids  # what a candidate sets: counts, then bits
+        self.block_ids = list(block_genes)
+        for kid in self.block_ids:
+            self.choices[kid] = [0, 1]
+        self.knob_genes = self.bit_ids + self.block_ids  # genes that are knob values, not counts
+        self.genes = self.names + self.knob_genes  # what a candidate sets: counts, then bits, blocks
         self.fixed_bits = {k: int(v) for k, v in (fixed_bits or {}).items()}
         self.set_order(order)
 
@@ -115,7 +122,8 @@ class Subnets:
 
     # ----- prices and assignments --------------------------------------------------------------------
     def _bits(self, counts: Mapping[str, int]) -> dict[str, int]:
-        return {**self.fixed_bits, **{k: int(counts[k]) for k in self.bit_ids if k in counts}}
+        """The knob values of a candidate besides its counts: fixed and chosen bits, kept blocks."""
+        return {**self.fixed_bits, **{k: int(counts[k]) for k in self.knob_genes if k in counts}}
 
     def price(self, counts: Mapping[str, int]) -> float:
         keep = {n: int(counts[n]) for n in self.names if n in counts}
@@ -156,6 +164,7 @@ class Subnets:
             {n: min(1.0, max(0.0, level + rng.uniform(-0.35, 0.35))) for n in self.names}
         )
         out.update({k: rng.choice(self.choices[k]) for k in self.bit_ids})
+        out.update({k: int(rng.random() < KEEP_BLOCK_PROB) for k in self.block_ids})
         return out
 
     # ----- what a group is ---------------------------------------------------------------------------

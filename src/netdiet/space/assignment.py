@@ -43,14 +43,16 @@ class Assignment(Mapping[str, Any]):
         ranks: Mapping[str, Any] | None = None,
         weight_bits: Mapping[str, Any] | None = None,
         act_bits: Mapping[str, Any] | None = None,
+        blocks: Mapping[str, Any] | None = None,
     ) -> Assignment:
-        """From per-kind maps keyed by site (group name, weight name, layer name)."""
+        """From per-kind maps keyed by site (group name, weight name, layer name, block module path)."""
         values: dict[str, Any] = {}
         for kind, part in (
             ("keep", keep),
             ("rank", ranks),
             ("weight_bits", weight_bits),
             ("act_bits", act_bits),
+            ("block", blocks),
         ):
             for site, value in (part or {}).items():
                 values[knob_id(kind, site)] = value
@@ -111,6 +113,11 @@ class Assignment(Mapping[str, Any]):
     @property
     def weight_bits(self) -> dict[str, Any]:
         return self.part("weight_bits")
+
+    @property
+    def blocks(self) -> dict[str, Any]:
+        """Block module path -> 1 (kept), 0 (dropped) or a relaxed value in between."""
+        return self.part("block")
 
     @property
     def act_bits(self) -> dict[str, Any]:

@@ -1,13 +1,14 @@
 """Knobs: every choice a method can make about a model, in one currency.
 
 A knob is one decision at one site: how many units of a group to keep (`keep`), how many singular
-directions of a layer's weight to keep (`rank`), and at how many bits a layer's weight or input
-activation is stored and computed (`weight_bits`, `act_bits`). Methods choose values for knobs, the cost
+directions of a layer's weight to keep (`rank`), at how many bits a layer's weight or input
+activation is stored and computed (`weight_bits`, `act_bits`), and whether a residual block stays
+(`block`: 1) or is dropped whole (0; the graph stage finds which modules can be). Methods choose values for knobs, the cost
 stage prices any choice, the export stage makes it real, and the recipe records it, all keyed by the
 knob's `id`. The space stage is the only one that decides which knobs a model has.
 
 Ids are `kind:site`, e.g. `keep:layer1.0.conv1.weight`, `rank:fc.weight`, `weight_bits:fc.weight`,
-`act_bits:fc`; they are stable across runs of the same model, so a recipe can be re-applied.
+`act_bits:fc`, `block:layer1.1`; they are stable across runs of the same model, so a recipe can be re-applied.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from netdiet.errors import InvalidKeepError
 if TYPE_CHECKING:
     from netdiet.space.space import Space
 
-KNOB_KINDS = ("keep", "rank", "weight_bits", "act_bits")
+KNOB_KINDS = ("keep", "rank", "weight_bits", "act_bits", "block")
 # bit widths a bit knob may take: the integer formats runtimes and packed storage support, and float
 BIT_CHOICES = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 FACTORISABLE_OPS = ("linear", "conv", "addmm", "mm")
@@ -51,8 +52,11 @@ class Knob:
             raise ValueError(f"knob kind must be one of {KNOB_KINDS}, got {self.kind!r}")
         if self.id != knob_id(self.kind, self.site):
             raise ValueError(f"knob id {self.id!r} must be {knob_id(self.kind, self.site)!r}")
-        if not 1 <= self.minimum <= self.dense:
-            raise ValueError(f"knob {self.id}: minimum {self.minimum} must be in [1, dense={self.dense}]")
+        lowest = 0 if self.kind == "block" else 1  # a block may be dropped; a group keeps a unit
+        if not lowest <= self.minimum <= self.dense:
+            raise ValueError(
+                f"knob {self.id}: minimum {self.minimum} must be in [{lowest}, dense={self.dense}]"
+            )
 
     @property
     def is_bits(self) -> bool:
@@ -114,6 +118,8 @@ def build_knobs(space: Space) -> list[Knob]:
         )
     for layer in dict.fromkeys(site.name for site in space.layers):
         knobs.append(Knob(knob_id("act_bits", layer), "act_bits", layer, 32, 2, choices=BIT_CHOICES))
+    for block in space.analysis.blocks:
+        knobs.append(Knob(knob_id("block", block.module_path), "block", block.module_path, 1, 0))
     return knobs
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from netdiet.cost.blocks import block_factor
 from netdiet.cost.latency.interp import interpolate, interpolate_torch
 from netdiet.cost.latency.signature import LayerSignature, axis_points, signature_of
 from netdiet.cost.latency.table import Grid, LatencyTable, TableEntry
@@ -279,15 +280,27 @@ class LatencyModel:
             total = total + (c_in * pos_in + c_out * pos_out) * (self.batch / 1e6)
         return total
 
-    def predict(self, counts: Mapping[int, Any], bits: Mapping[str, Any] | None = None) -> Any:
-        """Predicted ms at kept counts per atom and effective bits per layer (None: all fp32)."""
+    def predict(
+        self,
+        counts: Mapping[int, Any],
+        bits: Mapping[str, Any] | None = None,
+        blocks: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Predicted ms at kept counts per atom and effective bits per layer (None: all fp32); `blocks`
+        (module path -> 1 kept / 0 dropped / relaxed) scales the layers inside each block."""
         w = self.int8_fraction(bits) if bits else 0.0
         fp32, int8 = self.terms["fp32"], self.terms["int8"]
 
         def blend(a: float, b: float) -> Any:
             return a if _is_zero(w) else (b if _is_one(w) else a + w * (b - a))
 
-        value: Any = blend(fp32.scale, int8.scale) * self.tabled_ms(counts, bits)
+        if blocks:
+            tabled: Any = 0.0
+            for need, ms in zip(self.needs, self.layer_ms(counts, bits)):
+                tabled = tabled + ms * block_factor(need.shape.layer, blocks)
+        else:
+            tabled = self.tabled_ms(counts, bits)
+        value: Any = blend(fp32.scale, int8.scale) * tabled
         value = value + blend(fp32.overhead_ms, int8.overhead_ms)
         unaligned_ms = blend(fp32.unaligned_ms, int8.unaligned_ms)
         if not _is_zero(unaligned_ms):

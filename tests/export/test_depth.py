@@ -1,0 +1,144 @@
+"""Depth knobs: residual blocks found by the graph, priced by the cost model, dropped by the exporter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import netdiet
+from engine_checks import n_params, outputs
+from netdiet import zoo
+from netdiet.export import export_assignment
+from netdiet.export.blocks import DroppedBlock
+
+
+class PreNorm(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x)))) * mask
+
+
+class PostNormTuple(nn.Module):
+    """Returns (stream, None) like HF layers without attention weights."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc, self.norm = nn.Linear(d, d), nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.norm(x + self.fc(x)), None
+
+
+class Widen(nn.Module):
+    """Changes the width: not a block."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, d + 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+class NoSkip(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(5, 8)
+        self.layers = nn.ModuleList([PreNorm(8), PostNormTuple(8), NoSkip(8), PreNorm(8), Widen(8)])
+        self.out = nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = (x[..., :1] > -5).float()
+        h = self.inp(x)
+        for layer in self.layers:
+            y = layer(h, mask)
+            h = y[0] if isinstance(y, tuple) else y
+        return self.out(h.mean(1))
+
+
+X = torch.randn(2, 4, 5)
+
+
+def test_blocks_are_the_residual_layers_that_keep_the_stream() -> None:
+    space = netdiet.analyze(Stack().eval(), X)
+    assert [b.module_path for b in space.analysis.blocks] == ["layers.0", "layers.1", "layers.3"]
+    knobs = space.knobs_of("block")
+    assert [k.id for k in knobs] == ["block:layers.0", "block:layers.1", "block:layers.3"]
+    assert all(k.dense == 1 and k.minimum == 0 for k in knobs)
+
+
+def test_a_dropped_block_costs_nothing_and_exports_as_the_identity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Stack().eval()
+    space = netdiet.analyze(model, X)
+    choice = netdiet.Assignment.of(blocks={"layers.0": 0, "layers.1": 0}, keep=space.sample(0.6, seed=0))
+    dense = netdiet.price(space)
+    priced = netdiet.price(space, choice)
+    slim, applied = export_assignment(space, choice)  # verified against the masked model, blocks dropped
+    assert applied["dropped_blocks"] == {"layers.0": 0, "layers.1": 2}
+    assert isinstance(slim.layers[0], DroppedBlock) and isinstance(slim.layers[1], DroppedBlock)
+    assert priced.flops == pytest.approx(netdiet.measured_flops(slim, X), rel=1e-9)
+    assert int(priced.params) == n_params(slim)
+    assert priced.flops < netdiet.price(space, netdiet.Assignment.of(keep=choice.keep)).flops < dense.flops
+    # The dropped blocks computed nothing: the model equals the one where those layers are identities.
+    ref = space.mask(choice.keep)
+    ref.layers[0], ref.layers[1] = DroppedBlock(), DroppedBlock(2)
+    for a, b in zip(outputs(ref, X), outputs(slim, X), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    netdiet.save(slim, tmp_path)
+    again = netdiet.load(tmp_path, Stack())
+    assert isinstance(again.layers[1], DroppedBlock)
+    for a, b in zip(outputs(slim, X), outputs(again, X), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_relaxed_block_value_scales_its_cost() -> None:
+    space = netdiet.analyze(Stack().eval(), X)
+    full = netdiet.price(space).flops
+    gone = netdiet.price(space, {"block:layers.3": 0}).flops
+    half = netdiet.price(space, {"block:layers.3": torch.tensor(0.5, requires_grad=True)}).flops
+    assert float(half.detach()) == pytest.approx((full + gone) / 2)
+    half.backward()
+
+
+def test_resnet_blocks_without_downsampling_drop_and_prune_together() -> None:
+    torch.manual_seed(0)
+    model = zoo.build("resnet20").eval()
+    x = zoo.example_inputs("resnet20", batch_size=2)
+    space = netdiet.analyze(model, x)
+    assert [b.module_path for b in space.analysis.blocks] == [
+        "layer1.0",
+        "layer1.1",
+        "layer1.2",
+        "layer2.1",
+        "layer2.2",
+        "layer3.1",
+        "layer3.2",
+    ]
+    choice = netdiet.Assignment.of(blocks={"layer2.1": 0, "layer3.2": 0}, keep=space.sample(0.5, seed=3))
+    slim, _ = export_assignment(space, choice)
+    assert netdiet.price(space, choice).flops == pytest.approx(netdiet.measured_flops(slim, x), rel=1e-9)
+
+
+def test_a_block_knob_refuses_values_other_than_zero_and_one() -> None:
+    space = netdiet.analyze(Stack().eval(), X)
+    with pytest.raises(netdiet.InvalidKeepError, match="outside"):
+        netdiet.Assignment({"block:layers.0": 2}).validate(space)
+    with pytest.raises(netdiet.InvalidKeepError, match="not a knob"):
+        netdiet.Assignment({"block:layers.2": 0}).validate(space)
