@@ -18,6 +18,7 @@ from torch import nn
 
 import netdiet
 from engine_checks import check_dense, check_keep, n_params
+from netdiet.export import export_assignment
 
 
 def _vit_b16() -> tuple[nn.Module, Any]:
@@ -91,6 +92,18 @@ def test_analyze_offers_what_export_delivers(family: tuple[str, nn.Module, Any, 
     check_dense(space, model, inputs)
     for seed in (0, 1):
         check_keep(space, space.sample(seed=seed), inputs)
+
+
+def test_a_block_drops_where_the_family_has_one(family: tuple[str, nn.Module, Any, netdiet.Space]) -> None:
+    """Every family here has residual layers the exporter can drop (T5: its feed-forward sub-layers)."""
+    name, model, inputs, space = family
+    blocks = space.knobs_of("block")
+    assert blocks, name
+    choice = netdiet.Assignment({blocks[0].id: 0, blocks[-1].id: 0})
+    slim, applied = export_assignment(space, choice)  # checked against the masked model, blocks dropped
+    assert set(applied["dropped_blocks"]) == {blocks[0].site, blocks[-1].site}
+    assert netdiet.price(space, choice).flops == pytest.approx(netdiet.measured_flops(slim, inputs), rel=0.01)
+    assert netdiet.price(space, choice).flops < space.cost().flops
 
 
 def test_l1l2_a_few_steps_then_export_meets_the_budget(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netdiet.export.blocks import drop_blocks, return_shapes
 from netdiet.export.exporter import mask_model, shrink
 from netdiet.export.slicing import copy_model
 from netdiet.export.verify import verify
@@ -127,8 +128,45 @@ def probe_space(space: Space, *, max_exports: int = 1000) -> ProbeReport:
         space.freeze_groups(
             {n: f"probe: exporting it one step smaller fails ({r})" for n, r in report.frozen.items()}
         )
+    _probe_blocks(space, report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _probe_blocks(space: Space, report: ProbeReport) -> None:
+    """Blocks the exporter cannot drop (a layer that also returns its position bias, say) lose their knob."""
+    paths = [b.module_path for b in space.analysis.blocks]
+    bad: dict[str, str] = {}
+
+    def search(subset: list[str]) -> None:
+        report.exports += 1
+        reason = _drop_failure(space, subset)
+        if reason is None:
+            return
+        if len(subset) == 1:
+            bad[subset[0]] = reason
+            return
+        half = len(subset) // 2
+        search(subset[:half])
+        search(subset[half:])
+
+    if paths:
+        search(paths)
+    if bad:
+        report.frozen.update({f"block:{p}": r for p, r in bad.items()})
+        space.freeze_blocks({p: f"probe: dropping it fails ({r})" for p, r in bad.items()})
+
+
+def _drop_failure(space: Space, paths: list[str]) -> str | None:
+    try:
+        shapes = return_shapes(space.model, paths, space.example_inputs)
+        model = drop_blocks(copy_model(space.model), shapes)
+        inputs = space.example_inputs
+        with torch.no_grad(), eval_mode(model):
+            model(*inputs.args, **inputs.kwargs)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
 
 
 def _failure(space: Space, keep: dict[str, torch.Tensor]) -> tuple[str, str] | None:

@@ -49,6 +49,7 @@ class Space:
         self.layers = _layer_sites(analysis)
         self._knobs: list[Knob] | None = None
         self.probe: Any = None  # set by analyze(probe=True): cost of the export probe, groups it froze
+        self.frozen_blocks: dict[str, str] = {}  # block path -> why it cannot be dropped
 
     # ----- knobs ----------------------------------------------------------------------------------
     @property
@@ -160,6 +161,12 @@ class Space:
             self.analysis.table.freeze(Atom(self.group(name).atom), reason)
         self.groups, self.excluded = build_groups(self.analysis)
         self._by_name = {g.name: g for g in self.groups}
+        self._knobs = None
+
+    def freeze_blocks(self, reasons: Mapping[str, str]) -> None:
+        """Take the block knobs of these module paths away (kept whole), each with its reason."""
+        self.analysis.blocks = [b for b in self.analysis.blocks if b.module_path not in reasons]
+        self.frozen_blocks.update(reasons)
         self._knobs = None
 
     # ----- later stages ---------------------------------------------------------------------------
