@@ -104,7 +104,7 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
         "bert_batches": [(torch.randint(1, 60, (4, 12)),) for _ in range(2)],
     }
     python = blocks("python")
-    assert len(python) == 5
+    assert len(python) == 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "table not calibrated" for a synthetic table is expected here
         for code in python:
@@ -123,6 +123,8 @@ def test_the_python_blocks_run(tmp_path: Path, monkeypatch) -> None:
     )
     assert namespace["a"].report["search_cost"]["evaluations"] == 4
     assert namespace["e"].report["search"]["predictor"]["held_out"] == 2
+    assert namespace["applied"]["dropped_blocks"] == {"encoder.layers.encoder_layer_11": 0}
+    assert namespace["space"].probe.frozen == {} and len(namespace["space"].knobs_of("block")) == 12
 
 
 def test_the_commands_run(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -24,8 +24,9 @@ def test_json_lists_groups_and_cost_that_match_flop_counter(capsys: pytest.Captu
     assert data["cost"]["flops"] == measured_flops(model, zoo.example_inputs("resnet20", batch_size=1))
     assert data["cost"]["params"] == sum(p.numel() for p in model.parameters())
     assert sum(layer["flops"] for layer in data["cost"]["layers"]) == data["cost"]["flops"]
-    # The export probe ran (one export, every group one step smaller) and froze nothing.
-    assert data["probe"]["exports"] == 1 and data["probe"]["probed"] == 12 and data["probe"]["frozen"] == {}
+    # The export probe ran (one export with every group one step smaller, one with every block dropped)
+    # and froze nothing.
+    assert data["probe"]["exports"] == 2 and data["probe"]["probed"] == 12 and data["probe"]["frozen"] == {}
     assert data["probe"]["seconds"] > 0
 
 
@@ -34,7 +35,7 @@ def test_table_output_names_groups_and_layers(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "Prunable groups" in out and "Per-layer cost" in out
     assert "blocks.0.attn.heads" in out and "hidden" in out
-    assert "export probe: 1 export(s)" in out
+    assert "export probe: 2 export(s)" in out
 
 
 def test_exclude_option_keeps_module_whole(capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,8 +23,8 @@ def low_rank_mlp(rank: int | None = 8) -> nn.Module:
     return model
 
 
-def test_the_chain_runs_slice_then_factorise_then_quantise() -> None:
-    assert [h.kinds for h in HANDLERS] == [("keep",), ("rank",), ("weight_bits", "act_bits")]
+def test_the_chain_runs_slice_then_drop_blocks_then_factorise_then_quantise() -> None:
+    assert [h.kinds for h in HANDLERS] == [("keep",), ("block",), ("rank",), ("weight_bits", "act_bits")]
 
 
 def test_widths_and_ranks_export_together_and_match_the_masked_reference() -> None:
