@@ -1,10 +1,11 @@
 """A generator of random architectures for the fuzz suite: each seed builds one model and its input.
 
-Two families share one block vocabulary each. Images: plain/strided conv, residual (identity or projected),
-concat, split, depthwise, grouped, squeeze-excitation, shared (one module applied twice), GroupNorm,
-max/avg pooling, then either global pooling or flatten -> linear. Sequences: embedding or linear input,
-pre-norm (LayerNorm or RMS) attention with grouped-query kv heads through SDPA or written out, MLPs
-(GELU or gated), shared blocks, concat of two projections, then mean pooling or first token.
+Two families share one block vocabulary each. Images: plain/strided conv, residual (identity or projected,
+inline or a droppable module), concat, split, depthwise, grouped, squeeze-excitation, shared (one module
+applied twice), GroupNorm, max/avg pooling, a 1x1 conv as einsum, a spatial roll, then either global
+pooling or flatten -> linear. Sequences: embedding or linear input, pre-norm (LayerNorm or RMS) blocks
+(modules, so droppable) of attention with grouped-query kv heads through SDPA or written out, MLPs (GELU
+or gated), shared attention, concat of two projections, then mean pooling or first token.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+class ResBlock(nn.Module):
+    """A residual block as a module of its own (droppable: a depth knob)."""
+
+    def __init__(self, c: int, width: int) -> None:
+        super().__init__()
+        self.a, self.bn, self.b = (
+            nn.Conv2d(c, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.Conv2d(width, c, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.b(F.relu(self.bn(self.a(x)))))
 
 
 class ImageNet(nn.Module):
@@ -107,6 +123,11 @@ class ImageNet(nn.Module):
                 m.conv = nn.Conv2d(c, 2 * width, 1)
                 m.norm = nn.GroupNorm(2, 2 * width)
                 c = 2 * width
+            elif kind == "einsum":  # a 1x1 conv written as einsum over a weight
+                m.weight = nn.Parameter(torch.randn(width, c) / c**0.5)
+                c = width
+            elif kind == "resblock":
+                m = ResBlock(c, width)
             self.blocks.append(m)
         self.spatial = spatial
         self.fc = nn.Linear(c * spatial * spatial if head == "flatten" else c, 5)
@@ -137,6 +158,12 @@ class ImageNet(nn.Module):
                 x = F.relu(m.conv(F.relu(m.conv(x))))
             elif kind == "groupnorm":
                 x = F.silu(m.norm(m.conv(x)))
+            elif kind == "einsum":
+                x = F.relu(torch.einsum("bchw,dc->bdhw", x, m.weight))
+            elif kind == "roll":
+                x = torch.roll(x, shifts=(1, -1), dims=(2, 3))
+            elif kind == "resblock":
+                x = m(x)
             elif kind == "maxpool":
                 x = F.max_pool2d(x, 3, stride=1, padding=1)
             elif kind == "avgpool":
@@ -179,52 +206,55 @@ class Attention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(b, n, -1))
 
 
+class SeqBlock(nn.Module):
+    """One pre-norm sequence block of a kind; a module of its own, so most are droppable (depth knobs)."""
+
+    def __init__(self, kind: str, d: int, width: int, rng: random.Random, norm: Any) -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm = norm(d)
+        if kind in ("attention", "manual_attention", "shared"):
+            kv = rng.choice([1, 2])
+            heads = kv * rng.choice([1, 2])
+            self.attn = Attention(d, heads, kv, rng.choice([2, 4]), sdpa=kind != "manual_attention")
+        elif kind == "mlp":
+            self.fc1, self.fc2 = nn.Linear(d, width), nn.Linear(width, d)
+        elif kind == "gated_mlp":
+            self.gate, self.up = nn.Linear(d, width, bias=False), nn.Linear(d, width, bias=False)
+            self.down = nn.Linear(width, d)
+        elif kind == "concat":
+            self.a, self.b = nn.Linear(d, width), nn.Linear(d, width + 1)
+            self.merge = nn.Linear(2 * width + 1, d)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.kind in ("attention", "manual_attention"):
+            return h + self.attn(self.norm(h))
+        if self.kind == "shared":  # the same attention twice
+            h = h + self.attn(self.norm(h))
+            return h + self.attn(self.norm(h))
+        y = self.norm(h)
+        if self.kind == "mlp":
+            return h + self.fc2(F.gelu(self.fc1(y)))
+        if self.kind == "gated_mlp":
+            return h + self.down(F.silu(self.gate(y)) * self.up(y))
+        return h + self.merge(torch.cat([F.relu(self.a(y)), torch.tanh(self.b(y))], dim=-1))
+
+
 class SequenceNet(nn.Module):
     def __init__(self, spec: list[tuple[str, int]], rng: random.Random, tokens: bool) -> None:
         super().__init__()
-        self.spec, self.tokens = [k for k, _ in spec], tokens
+        self.tokens = tokens
         d = 8 * rng.randint(1, 3)
         self.inp = nn.Embedding(30, d) if tokens else nn.Linear(6, d)
-        self.blocks = nn.ModuleList()
-        norm = (lambda n: nn.LayerNorm(n)) if rng.random() < 0.5 else RMSNorm
-        for kind, width in spec:
-            m = nn.Module()
-            m.norm = norm(d)
-            if kind in ("attention", "manual_attention", "shared"):
-                kv = rng.choice([1, 2])
-                heads = kv * rng.choice([1, 2])
-                m.attn = Attention(d, heads, kv, rng.choice([2, 4]), sdpa=kind != "manual_attention")
-            elif kind == "mlp":
-                m.fc1, m.fc2 = nn.Linear(d, width), nn.Linear(width, d)
-            elif kind == "gated_mlp":
-                m.gate, m.up, m.down = (
-                    nn.Linear(d, width, bias=False),
-                    nn.Linear(d, width, bias=False),
-                    nn.Linear(width, d),
-                )
-            elif kind == "concat":
-                m.a, m.b = nn.Linear(d, width), nn.Linear(d, width + 1)
-                m.merge = nn.Linear(2 * width + 1, d)
-            self.blocks.append(m)
+        norm = nn.LayerNorm if rng.random() < 0.5 else RMSNorm
+        self.blocks = nn.ModuleList([SeqBlock(kind, d, width, rng, norm) for kind, width in spec])
         self.first_token = rng.random() < 0.5
         self.out = nn.Linear(d, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
-        for kind, m in zip(self.spec, self.blocks):
-            if kind in ("attention", "manual_attention"):
-                h = h + m.attn(m.norm(h))
-            elif kind == "shared":
-                h = h + m.attn(m.norm(h))
-                h = h + m.attn(m.norm(h))
-            elif kind == "mlp":
-                h = h + m.fc2(F.gelu(m.fc1(m.norm(h))))
-            elif kind == "gated_mlp":
-                y = m.norm(h)
-                h = h + m.down(F.silu(m.gate(y)) * m.up(y))
-            elif kind == "concat":
-                y = m.norm(h)
-                h = h + m.merge(torch.cat([F.relu(m.a(y)), torch.tanh(m.b(y))], dim=-1))
+        for block in self.blocks:
+            h = block(h)
         return self.out(h[:, 0] if self.first_token else h.mean(1))
 
 

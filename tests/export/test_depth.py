@@ -142,3 +142,23 @@ def test_a_block_knob_refuses_values_other_than_zero_and_one() -> None:
         netdiet.Assignment({"block:layers.0": 2}).validate(space)
     with pytest.raises(netdiet.InvalidKeepError, match="not a knob"):
         netdiet.Assignment({"block:layers.2": 0}).validate(space)
+
+
+def test_a_latency_budget_prices_dropped_blocks_by_their_layers_timings() -> None:
+    from netdiet.cost.latency import LatencyModel, make_backend, profile_space
+    from netdiet.cost.latency.backends import synthetic_ms
+
+    torch.manual_seed(0)
+    model = zoo.build("resnet20", widths=[8, 16, 32]).eval()
+    x = zoo.example_inputs("resnet20", batch_size=1)
+    space = netdiet.analyze(model, x)
+    latency = LatencyModel(space, profile_space(space, make_backend("synthetic"), 2, progress=False))
+    counts = space.counts(None)
+    full = latency.predict(counts)
+    dropped = latency.predict(counts, blocks={"layer2.1": 0})
+    inside = [n for n in latency.needs if n.shape.layer.startswith("layer2.1.")]
+    assert len(inside) == 2  # its two convs
+    removed = sum(synthetic_ms(n.signature, 2, n.shape.in_channels, n.shape.out_channels) for n in inside)
+    assert full - dropped == pytest.approx(latency.terms["fp32"].scale * removed, rel=1e-6)
+    priced = netdiet.price(space, {"block:layer2.1": 0}, latency=latency)
+    assert priced.latency_ms == pytest.approx(dropped)
