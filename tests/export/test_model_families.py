@@ -61,7 +61,7 @@ def _t5() -> tuple[nn.Module, Any]:
 # family -> (builder, kinds that must stay prunable, budget for the l1l2 run)
 FAMILIES: dict[str, tuple[Callable[[], tuple[nn.Module, Any]], set[str], str]] = {
     "torchvision-vit_b_16": (_vit_b16, {"head", "neuron", "hidden"}, "flops=0.6"),
-    "torchvision-swin_t": (_swin_t, {"neuron"}, "flops=0.85"),
+    "torchvision-swin_t": (_swin_t, {"head", "neuron", "hidden"}, "flops=0.6"),
     "timm-vit_tiny": (_timm_vit, {"head", "neuron", "hidden"}, "flops=0.6"),
     "hf-t5": (_t5, {"head", "neuron"}, "flops=0.7"),
 }

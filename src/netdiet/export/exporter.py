@@ -19,6 +19,7 @@ from netdiet.export.adapters import (
 from netdiet.export.attention import SlimMultiheadAttention, replaceable
 from netdiet.export.masked_norm import MaskedLastDimNorm
 from netdiet.export.slicing import copy_model, slice_tensors, zero_dropped
+from netdiet.export.swin import free_head_dim, is_swin_attention
 from netdiet.export.verify import verify
 from netdiet.space import Space
 
@@ -56,6 +57,9 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
         kv_heads.add(kv)
         update_attention(_submodule(model, path), q, kv, att.head_dim)
     _replace_resized_mha(model, analysis, space, counts)
+    for module in model.modules():
+        if is_swin_attention(module):  # torchvision derives head_dim from the stream: give it its own
+            free_head_dim(module)
     hidden = [g for g in space.groups if g.kind == "hidden"]
     if len(hidden) == 1 and getattr(model, "config", None) is None:
         update_hidden_size(model, hidden[0].size, int(counts.get(hidden[0].atom, hidden[0].size)))

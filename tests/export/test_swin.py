@@ -1,0 +1,45 @@
+"""torchvision Swin attention with its own head size: equal to torchvision's at full size, and what
+lets Swin's heads and stage widths prune (torchvision derives head_dim from the stream width)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import netdiet
+from engine_checks import check_keep
+from netdiet.export.swin import free_head_dim, is_swin_attention
+
+torchvision = pytest.importorskip("torchvision")
+
+
+@pytest.mark.parametrize("name", ["swin_t", "swin_v2_t"])
+@pytest.mark.parametrize("size", [64, 72])  # 72: padded to whole windows, shifted windows masked
+def test_the_forward_equals_torchvisions_at_full_size(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    x = torch.randn(1, 3, size, size)
+    twin = copy.deepcopy(model)
+    swapped = [m for m in twin.modules() if is_swin_attention(m)]
+    assert len(swapped) == 12
+    for m in swapped:
+        free_head_dim(m)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_swin_heads_and_stage_widths_prune_and_export() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    space = netdiet.analyze(model, x)
+    kinds = {g.kind for g in space.groups}
+    assert {"head", "neuron", "hidden"} <= kinds and space.probe.frozen == {}
+    heads = [g for g in space.groups if g.kind == "head"]
+    assert len(heads) == 12 and heads[0].name == "features.1.0.attn.heads"
+    keep = {heads[0].name: torch.tensor([0, 2]), heads[-1].name: torch.arange(0, 24, 2)}
+    slim = check_keep(space, keep, x, alt_inputs=torch.randn(2, 3, 72, 72))
+    assert slim.features[1][0].attn.num_heads == 2
+    assert tuple(slim.features[1][0].attn.relative_position_bias_table.shape) == (169, 2)
