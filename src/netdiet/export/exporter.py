@@ -19,7 +19,7 @@ from netdiet.export.adapters import (
 from netdiet.export.attention import SlimMultiheadAttention, replaceable
 from netdiet.export.masked_norm import MaskedLastDimNorm
 from netdiet.export.slicing import copy_model, slice_tensors, zero_dropped
-from netdiet.export.swin import free_head_dim, is_swin_attention
+from netdiet.export.tv_attention import free_head_dim, is_tv_attention
 from netdiet.export.verify import verify
 from netdiet.space import Space
 
@@ -58,7 +58,7 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
         update_attention(_submodule(model, path), q, kv, att.head_dim)
     _replace_resized_mha(model, analysis, space, counts)
     for module in model.modules():
-        if is_swin_attention(module):  # torchvision derives head_dim from the stream: give it its own
+        if is_tv_attention(module):  # torchvision ties head size to the stream: give it its own
             free_head_dim(module)
     hidden = [g for g in space.groups if g.kind == "hidden"]
     if len(hidden) == 1 and getattr(model, "config", None) is None:

@@ -87,6 +87,13 @@ def einsum(w: Walker, node: fx.Node) -> Any:
             elif c in out:
                 w.role(t, i, "out")
                 w.tag(layout[c], "linear_out")
+    if len(operands) == 2 and not params and contracted and len(ops[0]) >= 4:
+        # q . k over head_dim, per head (MaxViT's "bghid,bghjd->bghij"): the heads letter sits third from
+        # the end of the query, is shared by both operands and kept; recorded like SDPA's heads
+        h = ops[0][-3]
+        if h in in_all and h in out and size[h] > 1 and ops[0][-1] in contracted:
+            w.tag(layout[h], "head")
+            w.add_attention(layout[h], layout[h], size[ops[0][-1]], replace=False)
     if len(operands) == 2:
         letters = [c for c in layout if c in out or c in in_all]
         weight = params[0].param if params else None

@@ -1,11 +1,12 @@
-"""torchvision's Swin attention with its head size its own, not the stream's.
+"""torchvision attention modules with a head size of their own, not the stream's.
 
-torchvision computes `head_dim = C // num_heads` from the stream width C inside
-`shifted_window_attention`, so a Swin whose heads or stage widths are pruned cannot run that function.
-The exporter gives a resized ShiftedWindowAttention(V2) module this forward instead: the same computation
-(pad to whole windows, cyclic shift, window partition, attention with the relative position bias and the
-shifted-window mask, cosine attention with a logit scale for V2, reverse), with head_dim read from the
-qkv weight. The module keeps its class, parameters and buffers; only its forward is replaced.
+torchvision's Swin computes `head_dim = C // num_heads` from the stream width C inside
+`shifted_window_attention`, and MaxViT reshapes its heads back to the stream width D, so pruned heads or
+stage widths cannot run their code. The exporter gives such a module a forward that computes the same
+thing with the inner width read from its weights: for Swin (pad to whole windows, cyclic shift, window
+partition, attention with the relative position bias and the shifted-window mask, cosine attention with
+a logit scale for V2, reverse) and for MaxViT's relative-position attention. The module keeps its class,
+parameters and buffers; only its forward is replaced.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 
 SWIN_CLASSES = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2")
+MAXVIT_CLASSES = ("RelativePositionalMultiHeadAttention",)
 
 
 def is_swin_attention(module: nn.Module) -> bool:
     return type(module).__name__ in SWIN_CLASSES and type(module).__module__.startswith("torchvision.")
+
+
+def is_tv_attention(module: nn.Module) -> bool:
+    """A torchvision attention whose code ties its head size to the stream (Swin, MaxViT)."""
+    return type(module).__name__ in SWIN_CLASSES + MAXVIT_CLASSES and type(module).__module__.startswith(
+        "torchvision."
+    )
 
 
 def _shift_mask(pad_h: int, pad_w: int, win: list[int], shift: list[int], like: torch.Tensor) -> torch.Tensor:
@@ -89,6 +98,21 @@ def _forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x[:, :h, :w, :].contiguous()
 
 
+def _maxvit_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    b, g, p, _ = x.shape
+    head_dim = int(self.head_dim)  # type: ignore[arg-type]
+    to_qkv = self.to_qkv
+    assert isinstance(to_qkv, nn.Linear)
+    heads = to_qkv.out_features // (3 * head_dim)  # the einsum attention records no head count
+    q, k, v = torch.chunk(to_qkv(x), 3, dim=-1)
+    q, k, v = (t.reshape(b, g, p, heads, head_dim).permute(0, 1, 3, 2, 4) for t in (q, k, v))
+    k = k * float(self.scale_factor)  # type: ignore[arg-type]
+    scores = torch.einsum("bghid,bghjd->bghij", q, k) + self.get_relative_positional_bias()  # type: ignore[operator]
+    out = torch.einsum("bghij,bghjd->bghid", F.softmax(scores, dim=-1), v)
+    return self.merge(out.permute(0, 1, 3, 2, 4).reshape(b, g, p, heads * head_dim))  # type: ignore[operator]
+
+
 def free_head_dim(module: nn.Module) -> None:
-    """Give a torchvision Swin attention module the forward whose head size comes from its weights."""
-    module.forward = types.MethodType(_forward, module)  # type: ignore[method-assign]
+    """Give a torchvision Swin or MaxViT attention module the forward whose head size is its own."""
+    forward = _maxvit_forward if type(module).__name__ in MAXVIT_CLASSES else _forward
+    module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]

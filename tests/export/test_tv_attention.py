@@ -10,7 +10,7 @@ import torch
 
 import netdiet
 from engine_checks import check_keep
-from netdiet.export.swin import free_head_dim, is_swin_attention
+from netdiet.export.tv_attention import free_head_dim, is_swin_attention
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -43,3 +43,36 @@ def test_swin_heads_and_stage_widths_prune_and_export() -> None:
     slim = check_keep(space, keep, x, alt_inputs=torch.randn(2, 3, 72, 72))
     assert slim.features[1][0].attn.num_heads == 2
     assert tuple(slim.features[1][0].attn.relative_position_bias_table.shape) == (169, 2)
+
+
+def _small_maxvit() -> torch.nn.Module:
+    from torchvision.models.maxvit import MaxVit
+
+    return MaxVit(
+        input_size=(64, 64),
+        stem_channels=16,
+        partition_size=4,
+        block_channels=[16, 32],
+        block_layers=[1, 1],
+        head_dim=8,
+        stochastic_depth_prob=0.0,
+        num_classes=5,
+    ).eval()
+
+
+def test_maxvit_attention_equals_torchvisions_and_its_heads_prune() -> None:
+    torch.manual_seed(0)
+    model = _small_maxvit()
+    x = torch.randn(1, 3, 64, 64)
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if type(m).__name__ == "RelativePositionalMultiHeadAttention":
+            free_head_dim(m)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x), rtol=1e-6, atol=1e-6)
+    space = netdiet.analyze(model, x)
+    heads = [g for g in space.groups if g.kind == "head"]
+    assert len(heads) == 4 and space.probe.frozen == {}
+    slim = check_keep(space, {heads[0].name: torch.tensor([1])}, x)
+    attn = slim.blocks[0].layers[0].layers.window_attention.attn_layer[1]
+    assert attn.to_qkv.out_features == 3 * 8 and tuple(attn.relative_position_bias_table.shape)[1] == 1
