@@ -117,12 +117,14 @@ def run_row(
     if budget.startswith("latency"):
         kwargs.update(latency_table=spec["table"], latency_batch=LATENCY_BATCH)
     options: dict[str, Any] = {}
-    if method in ("amc", "evolution", "evolution-eval"):
+    if method in ("amc", "evolution", "evolution-eval", "evolution-eval-depth"):
         options["seed"] = seed
     if method.startswith("evolution"):  # one search size for both fitnesses, so they compare cleanly
         options.update(EVOLUTION)
-    if method == "evolution-eval":
+    if method.startswith("evolution-eval"):
         options["fitness"] = "evaluate"
+    if method.endswith("-depth"):  # residual blocks are genes too: layers traded against widths
+        options["depth"] = True
     if method in ONE_RUN:
         kwargs.update(epochs=1, finetune_epochs=EPOCHS - 1)
     else:
