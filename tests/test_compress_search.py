@@ -104,3 +104,13 @@ def test_evolution_searching_bits_meets_a_bops_budget_and_exports_its_bits(digit
     bits = {v for k, v in report["assignment"]["values"].items() if k.startswith("weight_bits:")}
     assert bits and bits <= {4, 8}
     assert report["quantized"] == "after the float fine-tune (pruned)"
+
+
+def test_evolution_with_depth_reports_the_blocks_it_dropped(digits) -> None:
+    small = {"population": 8, "parents": 2, "mutations": 3, "crossovers": 3, "generations": 2}
+    report = run(digits, "evolution", "flops=0.4", depth=True, fitness="evaluate", **small)
+    assert report["compressed"]["flops"] <= 0.4 * report["dense"]["flops"] * (1 + 1e-9)
+    values = report["assignment"]["values"]
+    blocks = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("block:")}
+    assert len(blocks) == 7  # every droppable ResNet-20 block was a gene of the chosen candidate
+    assert report["dropped_blocks"] == sorted(p for p, v in blocks.items() if v == 0)

@@ -158,6 +158,7 @@ def run_row(
         "search": search,
         "wall_s": wall,
         "kept": report["kept"],
+        "dropped_blocks": report.get("dropped_blocks", []),
         "file": str(path),
     }
     if "latency" in report:

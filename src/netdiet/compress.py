@@ -343,6 +343,7 @@ def compress(
         "kept": {k: int(v.numel()) for k, v in exported.assignment.keep.items()},
         "sizes": {g.name: g.size for g in comp.space.groups},
         "ranks": {w: int(v.numel()) for w, v in exported.assignment.ranks.items()},
+        "dropped_blocks": sorted(p for p, v in exported.assignment.blocks.items() if int(v) == 0),
         "assignment": exported.assignment.to_json(),
         "compress_train_s": compress_train_s,
         "finetune_s": finetune_s,
