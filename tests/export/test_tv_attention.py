@@ -76,3 +76,19 @@ def test_maxvit_attention_equals_torchvisions_and_its_heads_prune() -> None:
     slim = check_keep(space, {heads[0].name: torch.tensor([1])}, x)
     attn = slim.blocks[0].layers[0].layers.window_attention.attn_layer[1]
     assert attn.to_qkv.out_features == 3 * 8 and tuple(attn.relative_position_bias_table.shape)[1] == 1
+
+
+def test_swin_v2_heads_prune_through_its_rebuilt_qkv_bias_and_cosine_attention() -> None:
+    """V2 clones its packed qkv bias and zeroes the key part in place, and normalises q and k: the graph
+    ties the three parts of the bias to the heads, and the heads prune."""
+    torch.manual_seed(0)
+    model = torchvision.models.swin_v2_t(weights=None, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    space = netdiet.analyze(model, x)
+    heads = [g for g in space.groups if g.kind == "head"]
+    assert len(heads) == 12 and space.probe.frozen == {}
+    members = {f"{m.param}:{m.dim}" for m in heads[0].members}
+    assert {"features.1.0.attn.qkv.bias:0", "features.1.0.attn.logit_scale:0"} <= members
+    slim = check_keep(space, {heads[0].name: torch.tensor([1, 2])}, x)
+    attn = slim.features[1][0].attn
+    assert attn.num_heads == 2 and attn.qkv.out_features == 3 * 2 * 32

@@ -166,6 +166,10 @@ class AtomTable:
         if isinstance(y, Atom):
             self._bind(y, x)
             return
+        if isinstance(x, Cat) and isinstance(y, Prod) and self._parts_of_product(x, y):
+            return
+        if isinstance(y, Cat) and isinstance(x, Prod) and self._parts_of_product(y, x):
+            return
         if isinstance(x, Prod) or isinstance(y, Prod):
             xs, ys = self._factors(x), self._factors(y)
             if len(xs) == 1 and len(ys) == 1:
@@ -174,6 +178,27 @@ class AtomTable:
             self._align(xs, ys, Prod)
             return
         self._align(list(x.parts), list(y.parts), Cat)
+
+    def _parts_of_product(self, whole: Cat, product: Prod) -> bool:
+        """Cat(p1..pk) of k equal parts against Prod(k, rest): each part is `rest` (unit i of rest sits in
+        every part, as q/k/v of a packed projection), and the k factor, which picks the part, is frozen.
+        Swin V2 slices its packed qkv bias this way before the reshape to (3, heads, head_dim)."""
+        parts = [p for p in whole.parts if self.size(p) > 0]
+        factors = self._factors(product)
+        k = len(parts)
+        if k < 2 or len(factors) < 2 or self.size(factors[0]) != k:
+            return False
+        if any(self.size(p) * k != self.size(whole) for p in parts):
+            return False
+        rest = factors[1] if len(factors) == 2 else Prod(tuple(factors[1:]))
+        self.freeze(factors[0], "picks a part of a concatenation")
+        for part in parts:
+            self.unify(part, rest)
+        return True
+
+    def _equal_parts(self, whole: Cat, k: int) -> bool:
+        parts = [p for p in whole.parts if self.size(p) > 0]
+        return len(parts) == k >= 2 and all(self.size(p) * k == self.size(whole) for p in parts)
 
     def _factors(self, layout: Layout) -> list[Layout]:
         """Flatten nested products and drop size-1 factors, which carry no units."""
@@ -222,6 +247,19 @@ class AtomTable:
             small, big, big_list, big_idx, swap = (x, y, ys, j, False) if sx < sy else (y, x, xs, i, True)
             s_small, s_big = min(sx, sy), max(sx, sy)
             if not isinstance(big, Atom):
+                if kind is Prod and isinstance(big, Cat) and self._equal_parts(big, s_small):
+                    # a k-factor against a Cat of k equal parts: the factor picks the part, and the
+                    # product continues with what every part is (their units tied)
+                    parts = [p for p in big.parts if self.size(p) > 0]
+                    for part in parts[1:]:
+                        self.unify(parts[0], part)
+                    self.freeze(small, "picks a part of a concatenation")
+                    big_list[big_idx] = parts[0]
+                    if swap:
+                        j += 1
+                    else:
+                        i += 1
+                    continue
                 raise LayoutConflict(f"cannot split a {type(big).__name__} at {s_small} of {s_big}")
             if kind is Prod and s_big % s_small != 0:
                 raise LayoutConflict(f"{s_small} does not divide {s_big}")

@@ -18,7 +18,7 @@ UNARY_AND_BINARY = (
     "logical_xor __and__ __or__ __xor__ bitwise_and bitwise_or bitwise_not bitwise_xor round floor ceil trunc "
     "sign erf erfc sin cos reciprocal square lerp addcmul addcdiv fill zeros_like ones_like empty_like "
     "full_like rand_like randn_like isnan isinf nan_to_num fake_quantize_per_tensor_affine "
-    "frac sgn copy lift_fresh_copy bernoulli hardshrink softshrink threshold logit heaviside"
+    "frac sgn copy lift_fresh_copy bernoulli hardshrink softshrink threshold logit heaviside zero"
 ).split()
 
 

@@ -140,7 +140,8 @@ def reduce(w: Walker, node: fx.Node) -> Any:
         return elementwise(w, node)
     x = _t(w, node.args[0])
     rank = len(x.shape)
-    dims_arg = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    dim_pos = 2 if op_name(node) in ("aten.linalg_vector_norm", "aten.norm") else 1  # (x, ord, dim, ..)
+    dims_arg = node.args[dim_pos] if len(node.args) > dim_pos else node.kwargs.get("dim")
     if dims_arg is None or (isinstance(dims_arg, (list, tuple)) and len(dims_arg) == 0):
         reduced = list(range(rank))
     elif isinstance(dims_arg, (list, tuple)):
