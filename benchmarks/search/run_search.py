@@ -11,7 +11,9 @@ Every row trains `EPOCHS` epochs in all on the same training subset and augmenta
 - uniform (no search): every group cut by the same ratio, `EPOCHS` epochs of fine-tuning.
 
 `evolution` ranks candidates with its accuracy predictor (64 scored sub-networks); `evolution-eval` runs the
-same search (population 20, 10 generations: `EVOLUTION`) with every candidate truly scored, which shows what the predictor costs in accuracy. Search
+same search (population 20, 10 generations: `EVOLUTION`) with every candidate truly scored, which shows what the predictor costs in accuracy;
+`evolution-eval-depth` (not in the default methods) adds every droppable residual block as a gene, so the
+search trades layers against widths. Search
 cost is counted the same way for every row: seconds in the method's search, of which scoring candidates,
 the number of sub-networks scored, and seconds of the method's training phase and of the fine-tune.
 
