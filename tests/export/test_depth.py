@@ -91,7 +91,7 @@ def test_a_dropped_block_costs_nothing_and_exports_as_the_identity(tmp_path: Pat
     dense = netdiet.price(space)
     priced = netdiet.price(space, choice)
     slim, applied = export_assignment(space, choice)  # verified against the masked model, blocks dropped
-    assert applied["dropped_blocks"] == {"layers.0": 0, "layers.1": 2}
+    assert applied["dropped_blocks"] == {"layers.0": 0, "layers.1": [None]}
     assert isinstance(slim.layers[0], DroppedBlock) and isinstance(slim.layers[1], DroppedBlock)
     assert priced.flops == pytest.approx(netdiet.measured_flops(slim, X), rel=1e-9)
     assert int(priced.params) == n_params(slim)
@@ -162,3 +162,36 @@ def test_a_latency_budget_prices_dropped_blocks_by_their_layers_timings() -> Non
     assert full - dropped == pytest.approx(latency.terms["fp32"].scale * removed, rel=1e-6)
     priced = netdiet.price(space, {"block:layer2.1": 0}, latency=latency)
     assert priced.latency_ms == pytest.approx(dropped)
+
+
+def test_a_layer_that_passes_on_an_input_drops_and_nested_blocks_drop_with_it() -> None:
+    """T5 layers return (stream, position bias they were given): dropped, they pass the bias on."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=3,
+        num_decoder_layers=2,
+        num_heads=4,
+        use_cache=False,
+    )
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = {
+        "input_ids": torch.randint(0, 64, (2, 7), generator=gen),
+        "decoder_input_ids": torch.randint(0, 64, (2, 5), generator=gen),
+    }
+    space = netdiet.analyze(model, x)
+    sites = {k.site for k in space.knobs_of("block")}
+    assert {"encoder.block.1", "encoder.block.2", "decoder.block.1"} <= sites
+    assert "encoder.block.0" not in sites  # it computes the position bias the others are given
+    choice = netdiet.Assignment(
+        {"block:encoder.block.1": 0, "block:encoder.block.1.layer.0": 0, "block:decoder.block.1": 0}
+    )
+    slim, applied = export_assignment(space, choice)  # checked against the masked model
+    assert applied["dropped_blocks"]["encoder.block.1"][0] == ["arg", 2]
+    assert isinstance(slim.encoder.block[1], DroppedBlock) and isinstance(slim.decoder.block[1], DroppedBlock)
+    assert netdiet.price(space, choice).flops == pytest.approx(netdiet.measured_flops(slim, x), rel=0.01)

@@ -123,7 +123,7 @@ def load(path: str | os.PathLike, base_model: nn.Module) -> nn.Module:
         model = shrink(space, keep, copy_model(base_model))
         dropped = recipe.get("dropped_blocks") or {}
         if dropped:
-            drop_blocks(model, {str(k): int(v) for k, v in dropped.items()})
+            drop_blocks(model, {str(k): v for k, v in dropped.items()})
             setattr(model, RECIPE_ATTR, recipe)
         ranks = recipe.get("ranks") or {}
         if ranks:
