@@ -37,6 +37,9 @@ def test_swin_heads_and_stage_widths_prune_and_export() -> None:
     space = netdiet.analyze(model, x)
     kinds = {g.kind for g in space.groups}
     assert {"head", "neuron", "hidden"} <= kinds and space.probe.frozen == {}
+    # every stage's width, although the 16x16 stage is padded to whole 7x7 windows (the padded spatial
+    # dims cannot be aligned with the windows; that freezes them, not the channels beside them)
+    assert sum(g.kind == "hidden" for g in space.groups) == 4
     heads = [g for g in space.groups if g.kind == "head"]
     assert len(heads) == 12 and heads[0].name == "features.1.0.attn.heads"
     keep = {heads[0].name: torch.tensor([0, 2]), heads[-1].name: torch.arange(0, 24, 2)}

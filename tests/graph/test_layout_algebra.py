@@ -106,3 +106,26 @@ def test_tags_follow_refinement() -> None:
     a, b = t.new(4), t.new(2)
     t.unify(x, Prod((a, b)))
     assert "conv" in t.tags(a) and "conv" in t.tags(b)
+
+
+def test_a_reshape_ties_equal_leading_and_trailing_dims_one_to_one() -> None:
+    """A window partition of a padded map cannot align its spatial dims; the channels stay prunable."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import netdiet
+
+    class Windows(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.out = nn.Linear(3, 8), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.pad(self.inp(x), (0, 0, 0, 1, 0, 1))  # 5x5 -> 6x6, windows of 3
+            b = h.shape[0]
+            h = h.view(b, 2, 3, 2, 3, -1).permute(0, 1, 3, 2, 4, 5).reshape(b * 4, 9, -1)
+            return self.out(h.mean(1))
+
+    space = netdiet.analyze(Windows().eval(), torch.randn(2, 5, 5, 3))
+    assert [(g.kind, g.size) for g in space.groups] == [("neuron", 8)]

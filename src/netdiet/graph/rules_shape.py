@@ -33,13 +33,24 @@ def _input(w: Walker, node: fx.Node) -> TensorValue:
     "aten.unsqueeze",
 )
 def reshape(w: Walker, node: fx.Node) -> Any:
-    """Same elements, new shape: Prod(input dims) == Prod(output dims), aligned by factor sizes."""
+    """Same elements, new shape: Prod(input dims) == Prod(output dims), aligned by factor sizes.
+
+    Leading and trailing dims of equal size are the same dim on both sides (row-major), so they are tied
+    one to one and only the middle is aligned as a product: a window partition whose padded spatial dims
+    cannot be aligned then freezes the spatial dims, not the channels beside them (Swin's stages)."""
     x = _input(w, node)
     shape = w.out_shape()
     if tuple(shape) == x.shape:
         return TensorValue(shape, list(x.dims), x.param)
     out = w.fresh(shape, None)
-    w.unify(Prod(tuple(x.dims)), Prod(tuple(out.dims)))
+    lo, hi_in, hi_out = 0, len(x.shape), len(shape)
+    while hi_in > lo and hi_out > lo and x.shape[hi_in - 1] == shape[hi_out - 1]:
+        hi_in, hi_out = hi_in - 1, hi_out - 1
+        w.unify(x.dims[hi_in], out.dims[hi_out])
+    while lo < hi_in and lo < hi_out and x.shape[lo] == shape[lo]:
+        w.unify(x.dims[lo], out.dims[lo])
+        lo += 1
+    w.unify(Prod(tuple(x.dims[lo:hi_in])), Prod(tuple(out.dims[lo:hi_out])))
     for d, size in zip(out.dims, shape):
         if size == 1:
             w.table.freeze(d, "size-1 dimension")
