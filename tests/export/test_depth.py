@@ -195,3 +195,20 @@ def test_a_layer_that_passes_on_an_input_drops_and_nested_blocks_drop_with_it() 
     assert applied["dropped_blocks"]["encoder.block.1"][0] == ["arg", 2]
     assert isinstance(slim.encoder.block[1], DroppedBlock) and isinstance(slim.decoder.block[1], DroppedBlock)
     assert netdiet.price(space, choice).flops == pytest.approx(netdiet.measured_flops(slim, x), rel=0.01)
+
+
+def test_bits_and_ranks_inside_a_dropped_block_are_ignored() -> None:
+    torch.manual_seed(0)
+    model = zoo.build("resnet20", widths=[8, 16, 32]).eval()
+    x = zoo.example_inputs("resnet20", batch_size=2)
+    space = netdiet.analyze(model, x)
+    bits = netdiet.Assignment.uniform_bits(space.knobs, 8)
+    choice = bits.with_values({"block:layer2.1": 0})
+    calibration = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    slim, applied = export_assignment(space, choice, calibration=calibration)
+    assert isinstance(slim.layer2[1], DroppedBlock)
+    plan = applied["quant"]
+    quantized = set(plan["bits"])
+    assert "layer2.0.conv1" in quantized and "layer2.2.conv1" in quantized
+    assert not any(layer.startswith("layer2.1.") for layer in quantized | set(plan["outputs"]))
+    assert netdiet.price(space, choice).bops < netdiet.price(space, bits).bops

@@ -93,9 +93,9 @@ class FactoriseHandler(Handler):
             info = space.param_info(weight)
             if info is None:
                 raise ConfigError(f"rank knob on '{weight}', which is not a parameter of the analysed model")
-            module = model.get_submodule(info.module_path)
+            module = _submodule_or_none(model, info.module_path)
             if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                continue
+                continue  # not factorisable, or inside a dropped block
             w = module.weight
             rest = w[0].numel()
             r = int(kept) if isinstance(kept, int) else int(kept.numel())
@@ -138,7 +138,9 @@ class QuantiseHandler(Handler):
         for path, (w, a) in wanted.items():
             if w >= 32 and a >= 32:
                 continue
-            module = model.get_submodule(path)
+            module = _submodule_or_none(model, path)
+            if module is None:
+                continue  # inside a dropped block: nothing left to quantize
             targets = (
                 [path]
                 if isinstance(module, QUANTIZABLE)
@@ -192,6 +194,14 @@ class QuantiseHandler(Handler):
                 f"the 8-bit fake-quant model differs from the float model by {err:.3g} (max relative error > "
                 f"{self.max_rel_error_8bit}): the calibration batches do not look like the model's inputs"
             )
+
+
+def _submodule_or_none(model: nn.Module, path: str) -> nn.Module | None:
+    """The module at `path`, or None where it is gone (inside a block the drop handler removed)."""
+    try:
+        return model.get_submodule(path) if path else model
+    except AttributeError:
+        return None
 
 
 # slicing first (it builds the slim model from the source weights), then blocks, ranks and bits on it
