@@ -92,3 +92,29 @@ def test_heads_and_the_stream_of_an_mha_encoder_prune_independently() -> None:
     assert isinstance(slim.attn[0], SlimMultiheadAttention) and slim.attn[0].num_heads == 2
     assert slim.attn[1].num_heads == 3 and slim.attn[1].embed_dim == 10
     assert tuple(slim.attn[0].in_proj_weight.shape) == (3 * 2 * 4, 10)
+
+
+def test_mha_with_its_default_need_weights_keeps_heads_whole_and_says_why() -> None:
+    """need_weights=True computes the head-averaged attention weights (even if the caller drops them):
+    that mean mixes the heads, so they stay whole, the stream still prunes, and the reason is shown.
+    Call it with need_weights=False (as torchvision's ViT does) to prune heads."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.out = nn.Linear(6, 16), nn.Linear(16, 2)
+            self.mha = nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.inp(x)
+            y, _weights = self.mha(h, h, h)
+            return self.out((h + y).mean(1))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6)
+    space = netdiet.analyze(Net().eval(), x)
+    assert not [g for g in space.groups if g.kind == "head"]
+    assert any("reduced by aten.mean" in r for e in space.excluded if e.size == 4 for r in e.reasons)
+    stream = next(g for g in space.groups if g.size == 16)
+    slim = check_keep(space, {stream.name: torch.arange(10)}, x)
+    assert isinstance(slim.mha, SlimMultiheadAttention) and slim.mha.embed_dim == 10

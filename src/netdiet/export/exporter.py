@@ -56,7 +56,7 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
         heads.add(q)
         kv_heads.add(kv)
         update_attention(_submodule(model, path), q, kv, att.head_dim)
-    _replace_resized_mha(model, analysis, space, counts)
+    _replace_resized_mha(model)
     for module in model.modules():
         if is_tv_attention(module):  # torchvision ties head size to the stream: give it its own
             free_head_dim(module)
@@ -68,7 +68,7 @@ def shrink(space: Space, keep: Mapping[str, Any], model: nn.Module) -> nn.Module
     return model
 
 
-def _replace_resized_mha(model: nn.Module, analysis: Any, space: Space, counts: Mapping[int, Any]) -> None:
+def _replace_resized_mha(model: nn.Module) -> None:
     """nn.MultiheadAttention cannot hold fewer heads than its stream width: swap in the slim module."""
     for path, module in list(model.named_modules()):
         if not isinstance(module, nn.MultiheadAttention) or not replaceable(module):
@@ -78,11 +78,10 @@ def _replace_resized_mha(model: nn.Module, analysis: Any, space: Space, counts: 
             module.out_proj.weight.shape == (module.embed_dim, module.embed_dim)
         ):
             continue
-        record = analysis.attentions.get(path)
-        if record is None:
-            continue
-        heads = int(space.dim_size(record.q_heads, counts))
-        _set_submodule(model, path, SlimMultiheadAttention(module, heads, record.head_dim))
+        # head_dim is kept whole by the graph, so the kept heads follow from the sliced projection
+        # (MHA with need_weights=True runs no SDPA, so there may be no attention record to ask)
+        heads = int(w.shape[0]) // (3 * module.head_dim)
+        _set_submodule(model, path, SlimMultiheadAttention(module, heads, module.head_dim))
 
 
 def export_model(

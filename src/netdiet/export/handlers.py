@@ -70,7 +70,9 @@ class DropBlockHandler(Handler):
         dropped = [path for path, value in assignment.blocks.items() if int(value) == 0]
         if not dropped:
             return HandlerResult(model, {})
-        shapes = return_shapes(source, dropped, space.example_inputs)
+        # what each block returns, read on the sliced copy (it computes what the source does, checked by
+        # the slice handler), so no hook ever touches the caller's model
+        shapes = return_shapes(model, dropped, space.example_inputs)
         drop_blocks(model, shapes)
         if verify and not any(p.device.type == "meta" for p in model.parameters()):
             reference = drop_blocks(mask_model(space, assignment.keep, source=source), shapes)

@@ -159,8 +159,9 @@ def _probe_blocks(space: Space, report: ProbeReport) -> None:
 
 def _drop_failure(space: Space, paths: list[str]) -> str | None:
     try:
-        shapes = return_shapes(space.model, paths, space.example_inputs)
-        model = drop_blocks(copy_model(space.model), shapes)
+        model = copy_model(space.model)  # the hooks that find what a block returns go on the copy
+        shapes = return_shapes(model, paths, space.example_inputs)
+        drop_blocks(model, shapes)
         inputs = space.example_inputs
         with torch.no_grad(), eval_mode(model):
             model(*inputs.args, **inputs.kwargs)
