@@ -28,3 +28,29 @@ def conv_stack(
         *([nn.Dropout(dropout)] if dropout is not None else []),
         nn.Linear(c, classes),
     )
+
+
+def tiny_t5(layers: int = 2) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A small HF T5ForConditionalGeneration (random weights, no dropout) and its keyword inputs;
+    skipped where transformers is missing."""
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.T5Config(
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=layers,
+        num_decoder_layers=2,
+        num_heads=4,
+        use_cache=False,
+        dropout_rate=0.0,
+    )
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    inputs = {
+        "input_ids": torch.randint(0, 64, (2, 7), generator=gen),
+        "decoder_input_ids": torch.randint(0, 64, (2, 5), generator=gen),
+    }
+    return transformers.T5ForConditionalGeneration(cfg).eval(), inputs

@@ -94,3 +94,41 @@ def test_two_processes_give_one_model_that_tracks_the_single_process_run(
     assert set(keep_1) == set(keep_2)
     for name in keep_1:
         assert abs(len(keep_1[name]) - len(keep_2[name])) <= max(2, len(keep_1[name]) // 5), name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--resume"], "--resume is not supported under torchrun"),
+        (["--method", "amc"], "run it in one process"),
+    ],
+)
+def test_what_ranks_cannot_keep_equal_is_refused_before_any_work(
+    dense_run: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    out = tmp_path / "refused"
+    args = _args(dense_run, out) + extra
+    if "--method" in extra:  # amc has no gated epochs
+        i = args.index("--epochs")
+        del args[i : i + 2]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "netdiet.cli.main",
+        *args,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial --out

@@ -14,6 +14,7 @@ from engine_checks import n_params, outputs
 from netdiet import zoo
 from netdiet.export import export_assignment
 from netdiet.export.blocks import DroppedBlock
+from small_models import tiny_t5
 
 
 class PreNorm(nn.Module):
@@ -166,24 +167,7 @@ def test_a_latency_budget_prices_dropped_blocks_by_their_layers_timings() -> Non
 
 def test_a_layer_that_passes_on_an_input_drops_and_nested_blocks_drop_with_it() -> None:
     """T5 layers return (stream, position bias they were given): dropped, they pass the bias on."""
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.T5Config(
-        vocab_size=64,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=3,
-        num_decoder_layers=2,
-        num_heads=4,
-        use_cache=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.T5ForConditionalGeneration(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
-    x = {
-        "input_ids": torch.randint(0, 64, (2, 7), generator=gen),
-        "decoder_input_ids": torch.randint(0, 64, (2, 5), generator=gen),
-    }
+    model, x = tiny_t5(layers=3)
     space = netdiet.analyze(model, x)
     sites = {k.site for k in space.knobs_of("block")}
     assert {"encoder.block.1", "encoder.block.2", "decoder.block.1"} <= sites

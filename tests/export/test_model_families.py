@@ -19,6 +19,7 @@ from torch import nn
 import netdiet
 from engine_checks import check_dense, check_keep, n_params
 from netdiet.export import export_assignment
+from small_models import tiny_t5
 
 
 def _vit_b16() -> tuple[nn.Module, Any]:
@@ -38,24 +39,7 @@ def _timm_vit() -> tuple[nn.Module, Any]:
 
 
 def _t5() -> tuple[nn.Module, Any]:
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.T5Config(
-        vocab_size=64,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        use_cache=False,
-        dropout_rate=0.0,
-    )
-    gen = torch.Generator().manual_seed(0)
-    inputs = {
-        "input_ids": torch.randint(0, 64, (2, 7), generator=gen),
-        "decoder_input_ids": torch.randint(0, 64, (2, 5), generator=gen),
-    }
-    return transformers.T5ForConditionalGeneration(cfg), inputs
+    return tiny_t5()
 
 
 # family -> (builder, kinds that must stay prunable, budget for the l1l2 run)

@@ -253,6 +253,11 @@ def _run_data_parallel(args: argparse.Namespace, ctx: DistContext) -> int:
     """Under torchrun: every rank trains on its shard of each global batch (DDP averages the weights'
     gradients, the Compressor the gates'), so all ranks export the same model; rank 0 writes --out,
     the others work in a private folder that is removed."""
+    try:
+        _check_data_parallel(args)
+    except NetdietError:
+        shutdown_distributed(ctx)
+        raise
     args.rank, args.world_size = ctx.rank, ctx.world_size
     if ctx.is_main:
         try:
@@ -266,6 +271,26 @@ def _run_data_parallel(args: argparse.Namespace, ctx: DistContext) -> int:
                 return _run(args, Budget.parse(args.budget))
             finally:
                 shutdown_distributed(ctx)
+
+
+def _check_data_parallel(args: argparse.Namespace) -> None:
+    """What a data-parallel compress cannot keep equal on every rank is refused before any work (every
+    rank raises the same error, so none waits for the others)."""
+    if args.resume:
+        raise NetdietError(
+            "--resume is not supported under torchrun (only rank 0 keeps the resumable state); rerun the "
+            "whole compress, or resume it in one process"
+        )
+    if Budget.parse(args.budget).needs_latency or args.latency_table:
+        raise NetdietError(
+            "latency budgets are not supported under torchrun: each rank would time and calibrate the latency "
+            "table on its own; compress to a latency budget in one process"
+        )
+    if METHODS[args.method].needs_evaluator:
+        raise NetdietError(
+            f"--method {args.method} scores candidate sub-networks with BatchNorm re-estimated on each rank's "
+            "shard of the data, so ranks would choose different models; run it in one process"
+        )
 
 
 def _run(args: argparse.Namespace, budget: Budget) -> int:
