@@ -42,7 +42,7 @@ def find_blocks(
     for path, inside in members.items():
         if path not in candidates:
             continue
-        record = _block(path, inside, stacks, values, table)
+        record = _block(path, inside, values, table)
         if record is not None:
             out.append(record)
     return out
@@ -51,23 +51,19 @@ def find_blocks(
 def _block(
     path: str,
     inside: list[fx.Node],
-    stacks: dict[fx.Node, list[str]],
     values: dict[fx.Node, object],
     table: AtomTable,
 ) -> BlockRecord | None:
     own = set(inside)
 
-    def is_inside(n: fx.Node) -> bool:
-        return n in own
-
     entering: list[fx.Node] = []
     for node in inside:
         for arg in node.all_input_nodes:
             v = values.get(arg)
-            if isinstance(v, TensorValue) and v.param is None and not is_inside(arg) and arg.op != "get_attr":
+            if isinstance(v, TensorValue) and v.param is None and arg not in own and arg.op != "get_attr":
                 if arg not in entering:
                     entering.append(arg)
-    leaving = [n for n in inside if any(not is_inside(u) for u in n.users)]
+    leaving = [n for n in inside if any(u not in own for u in n.users)]
     if len(leaving) != 1 or not entering:
         return None
     out_node = leaving[0]

@@ -25,11 +25,12 @@ def _synced_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         return type(self).forward(self, x)
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
-    local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_full((1,), float(x.numel() // max(c, 1)))])
-    total = dist_fn.all_reduce(local)
+    shape = [1, c] + [1] * (x.dim() - 2)
+    # two passes (the mean, then squares about it), as BatchNorm itself avoids E[x^2] - E[x]^2
+    total = dist_fn.all_reduce(torch.cat([x.sum(dims), x.new_full((1,), float(x.numel() // max(c, 1)))]))
     n = total[-1]
     mean = total[:c] / n
-    var = (total[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+    var = dist_fn.all_reduce((x - mean.view(shape)).pow(2).sum(dims)) / n
     if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
         with torch.no_grad():
             assert self.num_batches_tracked is not None
@@ -38,7 +39,6 @@ def _synced_forward(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
             unbiased = var * (n / (n - 1).clamp_min(1.0))
             self.running_mean.mul_(1 - factor).add_(factor * mean.detach())
             self.running_var.mul_(1 - factor).add_(factor * unbiased.detach())
-    shape = [1, c] + [1] * (x.dim() - 2)
     y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
     if self.affine:
         y = y * self.weight.view(shape) + self.bias.view(shape)
