@@ -114,3 +114,12 @@ def test_evolution_with_depth_reports_the_blocks_it_dropped(digits) -> None:
     blocks = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("block:")}
     assert len(blocks) == 7  # every droppable ResNet-20 block was a gene of the chosen candidate
     assert report["dropped_blocks"] == sorted(p for p, v in blocks.items() if v == 0)
+
+
+def test_l1l2_with_depth_at_its_defaults_reports_the_blocks_it_kept_and_dropped(digits) -> None:
+    report = run(digits, "l1l2", "flops=0.3", epochs=1, depth=True)
+    assert report["compressed"]["flops"] <= 0.3 * report["dense"]["flops"] * (1 + 1e-9)
+    values = report["assignment"]["values"]
+    blocks = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("block:")}
+    assert len(blocks) == 7  # every droppable block was gated and read off
+    assert report["dropped_blocks"] == sorted(p for p, v in blocks.items() if v == 0)

@@ -13,7 +13,8 @@ Every row trains `EPOCHS` epochs in all on the same training subset and augmenta
 `evolution` ranks candidates with its accuracy predictor (64 scored sub-networks); `evolution-eval` runs the
 same search (population 20, 10 generations: `EVOLUTION`) with every candidate truly scored, which shows what the predictor costs in accuracy;
 `evolution-eval-depth` (not in the default methods) adds every droppable residual block as a gene, so the
-search trades layers against widths. Search
+search trades layers against widths; `l1l2-depth` (not in the default methods either) gates the same blocks in
+l1l2's gated phase (`depth=True`). Search
 cost is counted the same way for every row: seconds in the method's search, of which scoring candidates,
 the number of sub-networks scored, and seconds of the method's training phase and of the fine-tune.
 
@@ -127,14 +128,14 @@ def run_row(
         options["fitness"] = "evaluate"
     if method.endswith("-depth"):  # residual blocks are genes too: layers traded against widths
         options["depth"] = True
-    if method in ONE_RUN:
+    if method.split("-")[0] in ONE_RUN:
         kwargs.update(epochs=1, finetune_epochs=EPOCHS - 1)
     else:
         kwargs.update(epochs=0, finetune_epochs=EPOCHS)
     torch.manual_seed(seed)
     t = time.perf_counter()
     result = netdiet.compress(
-        dense, data.train, budget, method=method.split("-eval")[0], method_options=options, **kwargs
+        dense, data.train, budget, method=method.split("-")[0], method_options=options, **kwargs
     )
     wall = time.perf_counter() - t
     report = result.report

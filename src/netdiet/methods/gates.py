@@ -8,11 +8,16 @@ start, so the model is unchanged when the gates are attached).
 Gates live in a `GateSet` that is *not* a submodule of the model: the model's own optimizer trains the
 weights (including U and V); the compressor trains the gates with its own optimizer and projects them
 back onto a >= 0 after each step.
+
+Block gates (depth): one scalar g per droppable residual block, in [0, 1]; the block's output becomes
+lerp(stream input, output, g), so g = 1 is the block and g = 0 the identity it is exported as when dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,14 +28,19 @@ from netdiet.space import Space
 
 
 class GateSet(nn.Module):
-    """One gate vector per group and one per factorised layer, all initialised to 1."""
+    """One gate vector per group, one per factorised layer and one scalar (a vector of one) per gated
+    block, all initialised to 1. `parameters()` yields groups, then ranks, then blocks."""
 
-    def __init__(self, group_sizes: dict[str, int], rank_sizes: dict[str, int]) -> None:
+    def __init__(
+        self, group_sizes: dict[str, int], rank_sizes: dict[str, int], block_paths: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.group_names = list(group_sizes)
         self.rank_names = list(rank_sizes)
+        self.block_names = list(block_paths)
         self.groups = nn.ParameterList([nn.Parameter(torch.ones(n)) for n in group_sizes.values()])
         self.ranks = nn.ParameterList([nn.Parameter(torch.ones(n)) for n in rank_sizes.values()])
+        self.blocks = nn.ParameterList([nn.Parameter(torch.ones(1)) for _ in self.block_names])
 
     def group(self, name: str) -> torch.Tensor:
         return self.groups[self.group_names.index(name)]
@@ -38,11 +48,16 @@ class GateSet(nn.Module):
     def rank(self, weight: str) -> torch.Tensor:
         return self.ranks[self.rank_names.index(weight)]
 
+    def block(self, path: str) -> torch.Tensor:
+        return self.blocks[self.block_names.index(path)]
+
     @torch.no_grad()
     def project(self) -> None:
-        """Keep gates non-negative (projected gradient)."""
+        """Keep gates non-negative (projected gradient), block gates in [0, 1] (a block is at most whole)."""
         for p in self.parameters():
             p.clamp_(min=0.0)
+        for p in self.blocks:
+            p.clamp_(max=1.0)
 
 
 @dataclass
@@ -100,11 +115,14 @@ class LowRank(nn.Module):
         return (u * root).to(weight.dtype), (root[:, None] * vh).to(weight.dtype)
 
 
-def attach_gates(space: Space, model: nn.Module, lowrank: bool = True) -> GateSet:
+def attach_gates(space: Space, model: nn.Module, lowrank: bool = True, blocks: Sequence[str] = ()) -> GateSet:
     """Register gate parametrizations on `model` (which must have the analysed model's structure): one
-    gate per unit of every keep knob, and with `lowrank` one per singular direction of every rank knob."""
+    gate per unit of every keep knob, with `lowrank` one per singular direction of every rank knob, and
+    one forward hook per block path in `blocks` (module paths of the space's block knobs)."""
     rank_sizes = {k.site: k.dense for k in space.knobs_of("rank")} if lowrank else {}
-    gates = GateSet({g.name: g.size for g in space.groups}, rank_sizes)
+    gates = GateSet({g.name: g.size for g in space.groups}, rank_sizes, blocks)
+    for bi, path in enumerate(gates.block_names):
+        model.get_submodule(path).register_forward_hook(_BlockGate(gates, bi), with_kwargs=True)
     scales: dict[str, list[_Scale]] = {}
     for gi, group in enumerate(space.groups):
         for member in group.members:
@@ -122,6 +140,28 @@ def attach_gates(space: Space, model: nn.Module, lowrank: bool = True) -> GateSe
         module = model.get_submodule(info.module_path) if info.module_path else model
         parametrize.register_parametrization(module, info.attr, UnitScale(gates, entries), unsafe=True)
     return gates
+
+
+class _BlockGate:
+    """Forward hook: the block's stream output moved toward its stream input (the first tensor argument,
+    as the exported `DroppedBlock` returns it) by 1 - g. `torch.lerp` returns the output exactly at g = 1,
+    so attaching the gates leaves the model unchanged."""
+
+    def __init__(self, gates: GateSet, index: int) -> None:
+        self.gates = gates
+        self.index = index
+
+    def __call__(self, _m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
+        stream = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        head = out if isinstance(out, torch.Tensor) else out[0]
+        if stream is None or stream.shape != head.shape:
+            raise RuntimeError(
+                f"gated block '{self.gates.block_names[self.index]}' was called without its stream input "
+                "as its first tensor argument; it cannot be gated (leave depth off)"
+            )
+        g = self.gates.blocks[self.index].to(device=head.device, dtype=head.dtype)
+        gated = torch.lerp(stream, head, g)
+        return gated if isinstance(out, torch.Tensor) else (gated, *out[1:])
 
 
 def _info(space: Space, name: str) -> ParamInfo:

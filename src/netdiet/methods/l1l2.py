@@ -7,6 +7,11 @@ exact dense cost). The penalty lambda * surrogate / dense joins the task loss. O
 the budget, lambda steered by a controller (methods/controller.py); then the read-off setting is fixed
 and the dropped units' gates fade to zero while the weights keep training, so the exported model is the
 model that was trained. An exact greedy fix-up puts the exported cost in [budget - tolerance, budget].
+
+With `depth=True` every droppable residual block gets a scalar gate g in [0, 1] too (the block's output is
+lerp(input, output, g)), priced at g times the block's cost, so the same penalty trades layers against
+widths; the lowest-gated blocks are dropped as far as the relaxed cost paid for them, and the widths are
+read off with them dropped.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class L1L2Config:
     Measured on ResNet-20 (docs/l1l2-dynamics.md): weights trained while gates move fine-tune worse than
     the dense weights cut to the same setting, so the gated phase is used to learn the allocation and the
     units, and the fine-tune starts from the trained model. Rewound weights are not low-rank, so rank gates
-    are off with rewind; `rewind=False` keeps the gated weights (and low-rank where it pays)."""
+    are off with rewind; `rewind=False` keeps the gated weights (and low-rank where it pays).
+    `depth`: gate every droppable residual block (`block` knobs) as well, so layers are traded against
+    widths under the same penalty."""
 
     lowrank: bool = True
     gate_lr: float = 0.02
@@ -63,6 +70,7 @@ class L1L2Config:
     weight_bits: tuple[int, int] = (4, 8)
     act_bits: tuple[int, int] = (8, 8)
     observe_steps: int = 8
+    depth: bool = False
 
     def __post_init__(self) -> None:
         self.weight_bits = tuple(int(b) for b in self.weight_bits)  # type: ignore[assignment]
@@ -112,14 +120,21 @@ class L1L2(Method):
         # rewound weights are not low-rank, so a factorised export of them could not be exact
         lowrank = self.config.lowrank and self.latency is None and not self.config.rewind
         lowrank = lowrank and self.bits is None  # a factorised weight has no single quantizer
-        self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank)
+        blocks = [k.site for k in context.knobs if k.kind == "block"] if self.config.depth else []
+        if self.config.depth and not blocks:
+            raise ConfigError(
+                "l1l2: depth=True, but the model has no residual block that can be dropped whole "
+                "(`netdiet.analyze(...).knobs_of('block')` is empty); leave depth off"
+            )
+        self.gates: GateSet = attach_gates(space, self.model, lowrank=lowrank, blocks=blocks)
         if self.bits is not None:
             self.bits.attach()
         if self.config.freeze_weights:
             # only the gates learn: the gated phase is a search over the dense weights it rewinds to
             for p in self.model.parameters():
                 p.requires_grad_(False)
-        self.check_feasible(minimum_cost(self.pricing_context(), self.gates.rank_names))
+        lowest = _with_blocks(self.pricing_context(), dict.fromkeys(self.gates.block_names, 0))
+        self.check_feasible(minimum_cost(lowest, self.gates.rank_names))
         if self.bits is not None:  # the schedule anneals from the full model at the largest bits
             self.dense = float(self.pricing_context("high").price())
         self.optimizer = torch.optim.Adam(self.gates.parameters(), lr=self.config.gate_lr)
@@ -135,9 +150,10 @@ class L1L2(Method):
         self.snapshots: list[dict[str, Any]] = []
         self.hard_setting: Assignment | None = None
         self._faded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # gate index -> (drop mask, value)
+        self._block_fade: dict[int, tuple[float, float]] = {}  # block gate index -> (target, start value)
         self._pen_grads: list[torch.Tensor | None] | None = None
         self._lam_used = 0.0
-        self._sgd_lr: float | None = None
+        self._sgd_lr: dict[str, float] = {}  # part of the gates ("units", "blocks") -> step size
         self._last_penalty = 0.0
 
     # ----- training -------------------------------------------------------------------------------
@@ -168,9 +184,13 @@ class L1L2(Method):
         ranks = {w: relaxed_count(self.gates.rank(w)) for w in self.gates.rank_names}
         return counts, ranks
 
+    def relaxed_blocks(self) -> dict[str, torch.Tensor]:
+        """Each gated block at its gate: priced at that fraction of its cost."""
+        return {path: self.gates.block(path)[0] for path in self.gates.block_names}
+
     def surrogate(self) -> torch.Tensor:
         counts, ranks = self.relaxed_counts()
-        assignment = Assignment.of(keep=counts, ranks=ranks)
+        assignment = Assignment.of(keep=counts, ranks=ranks, blocks=self.relaxed_blocks())
         if self.bits is not None:
             assignment = Assignment({**assignment, **self.bits.relaxed()})
         value = self.context.price(assignment)
@@ -249,15 +269,16 @@ class L1L2(Method):
                 t_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in task))
                 p_norm = math.sqrt(sum(float(g.pow(2).sum()) for g in pen if g is not None))
                 self.controller.calibrate(t_norm, p_norm)
-            names = self.gates.group_names + self.gates.rank_names
-            self.taylor.add({n: p.detach() * t for n, p, t in zip(names, params, task)})
+            names = self.gates.group_names + self.gates.rank_names  # block gates have no units to rank
+            self.taylor.add({n: p.detach() * t for n, p, t in zip(names, params[: len(names)], task)})
         with torch.no_grad():
             # singular-value gates move only under cost pressure: the task gradient on them is large and
             # noisy (the leading directions carry most of every layer), and letting it drift b perturbs
             # every weight matrix even where no factorisation will ever pay
             first_rank = len(self.gates.group_names)
+            end_rank = first_rank + len(self.gates.rank_names)
             for i, (p, g_pen) in enumerate(zip(params, pen)):
-                if i >= first_rank and p.grad is not None:
+                if first_rank <= i < end_rank and p.grad is not None:
                     p.grad = self._lam_used * g_pen if g_pen is not None else torch.zeros_like(p)
         if self.config.gate_optimizer == "adam":
             self.optimizer.step()
@@ -288,15 +309,19 @@ class L1L2(Method):
     @torch.no_grad()
     def _sgd_step(self, params: Sequence[torch.Tensor], pen: Sequence[torch.Tensor | None]) -> None:
         """Plain gradient steps, so a gate's speed is proportional to the pressure on it (lambda steers
-        speed, not only direction, as it cannot under Adam's normalisation), at most `max_step` a step."""
+        speed, not only direction, as it cannot under Adam's normalisation), at most `max_step` a step.
+        Block gates get their own step size: a whole block's price dwarfs one unit's, and sizing the unit
+        gates' steps by it would freeze them."""
         anneal = self.schedule.anneal_steps(self.total_steps or 1)
         max_step = 2.0 / anneal
-        if self._sgd_lr is None:
-            top = max((float(g.abs().max()) for g in pen if g is not None), default=0.0)
-            self._sgd_lr = (1.0 / anneal) / max(self.controller.scale * top, 1e-12)
-        for p in params:
-            if p.grad is not None:
-                p.sub_((self._sgd_lr * p.grad).clamp(-max_step, max_step))
+        split = len(params) - len(self.gates.block_names)
+        for part, ps, gs in (("units", params[:split], pen[:split]), ("blocks", params[split:], pen[split:])):
+            if part not in self._sgd_lr:
+                top = max((float(g.abs().max()) for g in gs if g is not None), default=0.0)
+                self._sgd_lr[part] = (1.0 / anneal) / max(self.controller.scale * top, 1e-12)
+            for p in ps:
+                if p.grad is not None:
+                    p.sub_((self._sgd_lr[part] * p.grad).clamp(-max_step, max_step))
 
     def target_ratio_at(self, step: int) -> float:
         assert self.total_steps is not None
@@ -325,6 +350,9 @@ class L1L2(Method):
             drop = torch.ones_like(gate, dtype=torch.bool)
             drop[keep] = False
             self._faded[ids[id(gate)]] = (drop, gate.detach().clone())
+        for path, kept in self.hard_setting.blocks.items():
+            gate = self.gates.block(path)  # kept blocks grow back to whole, dropped ones fade out
+            self._block_fade[ids[id(gate)]] = (float(kept), float(gate.detach()[0]))
 
     @torch.no_grad()
     def _fade(self) -> None:
@@ -333,6 +361,8 @@ class L1L2(Method):
         params = list(self.gates.parameters())
         for i, (drop, start) in self._faded.items():
             params[i][drop] = start[drop] * factor
+        for i, (target, begin) in self._block_fade.items():
+            params[i].fill_(target + (begin - target) * factor)
 
     # ----- logging --------------------------------------------------------------------------------
     def _record(self, loss: float | None) -> None:
@@ -360,6 +390,7 @@ class L1L2(Method):
                 "step": self.steps,
                 "gates": {n: self.gates.group(n).detach().tolist() for n in self.gates.group_names},
                 "relaxed_counts": {n: float(v.detach()) for n, v in counts.items()},
+                "blocks": {p: float(v.detach()) for p, v in self.relaxed_blocks().items()},
             }
         )
 
@@ -387,13 +418,14 @@ class L1L2(Method):
         start = {n: round(float(v.detach())) for n, v in counts.items()}
         start.update({w: round(float(v.detach())) for w, v in ranks.items()})
         scores, rank_scores = self.importance()
+        blocks = self._read_off_blocks()
         # with learned bits: price widths at the whole bits reached; if those cannot meet the budget at
         # any width (the bits have not come down far enough), at the lowest bits
         choices = ["now", "low"] if self.bits is not None else ["now"]
         for at in choices:
             try:
                 setting = read_off(
-                    self.pricing_context(at),
+                    _with_blocks(self.pricing_context(at), blocks),
                     scores,
                     rank_scores,
                     self.target,
@@ -413,7 +445,33 @@ class L1L2(Method):
         if self.bits is not None:
             for kid, value in self.bits.whole(at).items():
                 setting.set(kid, value)
+        for path, kept in blocks.items():
+            setting.set(knob_id("block", path), kept)
         return setting
+
+    def _read_off_blocks(self) -> dict[str, int]:
+        """Blocks kept (1) or dropped (0): as many of the lowest-gated blocks as the relaxed cost paid
+        for. A gate g priced its block at g of its cost, so the relaxed model removed sum (1 - g) c of
+        block cost; the blocks are dropped in order of increasing gate while their cost fits in that (to
+        the nearest block). Gates hovering near one half are common, so a fixed threshold would drop
+        all or none of them."""
+        if not self.gates.block_names:
+            return {}
+        context = self.pricing_context("now")
+        full = float(context.price())
+        gate = {p: float(self.gates.block(p).detach()[0]) for p in self.gates.block_names}
+        cost = {p: full - float(_with_blocks(context, {p: 0}).price()) for p in gate}
+        paid = sum((1.0 - g) * cost[p] for p, g in gate.items())
+        blocks = dict.fromkeys(gate, 1)
+        dropped = 0.0
+        for path in sorted(gate, key=lambda p: (gate[p], p)):
+            if any(path.startswith(d + ".") or d.startswith(path + ".") for d, v in blocks.items() if not v):
+                continue  # nested in (or around) a dropped block: its cost is gone with it (or counted)
+            if dropped + 0.5 * cost[path] > paid:
+                break
+            blocks[path] = 0
+            dropped += cost[path]
+        return blocks
 
     def _rank_magnitude(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -453,6 +511,15 @@ class L1L2(Method):
         plain = copy.deepcopy(self.original)
         plain.load_state_dict(state)
         return plain
+
+
+def _with_blocks(context: MethodContext, blocks: dict[str, Any]) -> MethodContext:
+    """The context with these blocks fixed (kept or dropped) for every assignment it prices."""
+    if not blocks:
+        return context
+    ctx = copy.copy(context)
+    ctx.fixed = Assignment({**context.fixed, **Assignment.of(blocks=blocks)})
+    return ctx
 
 
 def _nonfinite_message(what: str, value: float, step: int) -> str:
