@@ -196,3 +196,75 @@ def test_bits_and_ranks_inside_a_dropped_block_are_ignored() -> None:
     assert "layer2.0.conv1" in quantized and "layer2.2.conv1" in quantized
     assert not any(layer.startswith("layer2.1.") for layer in quantized | set(plan["outputs"]))
     assert netdiet.price(space, choice).bops < netdiet.price(space, bits).bops
+
+
+def _resnet_latency() -> tuple[netdiet.Space, object]:
+    from netdiet.cost.latency import make_backend, profile_space
+
+    torch.manual_seed(0)
+    model = zoo.build("resnet20", widths=[8, 16, 32]).eval()
+    space = netdiet.analyze(model, zoo.example_inputs("resnet20", batch_size=1))
+    return space, profile_space(space, make_backend("synthetic"), 2, progress=False)
+
+
+def test_every_fitted_latency_term_drops_with_a_block_as_in_the_exported_model() -> None:
+    """Pricing a dropped block = pricing the exported model with the same fitted terms: the activation
+    and unaligned terms leave with the block's layers, not only the table term."""
+    from netdiet.cost.latency import LatencyModel
+
+    space, table = _resnet_latency()
+    terms = {
+        "scale": 1.2,
+        "overhead_ms": 3.0,
+        "unaligned_ms": 0.1,
+        "activation_ms": -0.5,
+        "depth_variants": 1,
+    }
+    full = LatencyModel(space, table)
+    table.calibration[full.calibration_key("fp32")] = dict(terms)
+    choice = netdiet.Assignment.of(blocks={"layer2.1": 0, "layer1.0": 0}, keep=space.sample(0.7, seed=3))
+    slim, _ = export_assignment(space, choice)
+    slim_space = netdiet.analyze(slim, space.example_inputs.args)
+    slim_model = LatencyModel(slim_space, table)
+    table.calibration[slim_model.calibration_key("fp32")] = dict(terms)
+    priced = LatencyModel(space, table).predict(space.counts(choice.keep), blocks=choice.blocks)
+    assert LatencyModel(slim_space, table).is_calibrated()
+    assert float(priced) == pytest.approx(
+        float(LatencyModel(slim_space, table).predict(slim_space.counts(None)))
+    )
+    # relaxed block values scale every term linearly between kept and dropped
+    half = LatencyModel(space, table).predict(
+        space.counts(choice.keep), blocks={"layer2.1": 0.5, "layer1.0": 0}
+    )
+    kept = LatencyModel(space, table).predict(space.counts(choice.keep), blocks={"layer1.0": 0})
+    assert float(half) == pytest.approx((float(priced) + float(kept)) / 2)
+
+
+def test_a_fit_on_widths_alone_is_refitted_with_depth_variants_for_a_model_with_blocks() -> None:
+    from netdiet.cost.latency import LatencyModel
+    from netdiet.report import calibrate_latency, validate_latency
+
+    space, table = _resnet_latency()
+    key = LatencyModel(space, table).calibration_key("fp32")
+    table.calibration[key] = {"scale": 1.1, "overhead_ms": 1.0}  # as fitted before depth variants
+    assert not LatencyModel(space, table).is_calibrated()
+    model = calibrate_latency(space, table, n_fit=6)
+    fit = table.calibration[key]
+    assert model.is_calibrated() and fit["depth_variants"] == 2
+    assert [bool(row["dropped"]) for row in fit["fit"]] == [False, False, False, True, False, False, True]
+    result = validate_latency(space, table, n=3, seed=11)
+    assert result["variants"][2]["dropped"] and result["variants"][2]["flops_ratio"] < 1.0
+    # the synthetic backend times exactly the layers there are: the table term of a model without two
+    # blocks is what it measures (less the backend's fixed overhead), and the fitted model predicts it
+    # as well as it predicts the dense model
+    from netdiet.report import measure_model_ms
+    from netdiet.report.latency_e2e import SYNTHETIC_OVERHEAD_MS
+
+    drop = {"layer1.1": 0, "layer3.2": 0}
+    slim, _ = export_assignment(space, netdiet.Assignment.of(blocks=drop))
+    measured = measure_model_ms(slim, space.example_inputs.args, "synthetic", batch=2)
+    tabled = float(model.tabled_ms(space.counts(None), None, drop))
+    assert tabled + SYNTHETIC_OVERHEAD_MS == pytest.approx(measured, rel=1e-6)
+    dense_error = abs(float(model.predict(space.counts(None))) / fit["dense_measured_ms"] - 1)
+    drop_error = abs(float(model.predict(space.counts(None), blocks=drop)) / measured - 1)
+    assert drop_error <= dense_error + 0.01

@@ -3,9 +3,12 @@
 `calibrate_latency` measures the dense model and random pruned variants (half of them rounded to the
 channel multiples the table measured to pay, half not, because both kinds get deployed), exports each one
 for real, and fits `measured = scale * tabled + unaligned_ms * n_unaligned + activation_ms * melems +
-overhead` (see LatencyModel) by robust (soft-L1) least squares on relative residuals with scipy, so one
+overhead` (see LatencyModel; every term counts only the layers of kept residual blocks) by robust (soft-L1) least squares on relative residuals with scipy, so one
 timing hit by a burst of load on a shared machine does not bend the fit. The fit is stored in the table
-under the model's fingerprint.
+under the model's fingerprint. On a model with droppable blocks every third variant also drops a random
+set of them (`depth_variants` in the fit), so the terms are fitted on settings that trade depth too: a
+fit on width variants alone mispriced settings that drop ResNet-20 blocks by 13% (median; refitted: 1.8%,
+benchmarks/latency/depth-cpu-quick.json). A stored fit without depth variants is refitted for such models.
 
 `validate_latency` measures other random variants (a different seed: held out from the fit) and reports
 the prediction error twice: of the latency itself, and of the latency relative to the dense model measured
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
+from netdiet.cost import cost
 from netdiet.cost.latency import LatencyModel, LatencyTable, TimingProtocol
 from netdiet.errors import ConfigError
 from netdiet.space import Space
@@ -55,6 +59,27 @@ def random_variants(space: Space, n: int, seed: int, multiples: dict[str, int]) 
     return out
 
 
+DEPTH_EVERY = 3  # every third calibration / validation variant drops blocks too (models with blocks)
+DROP_PROB = 0.4  # each droppable block is dropped with this probability in such a variant
+
+
+def random_block_drops(space: Space, n: int, seed: int) -> list[dict[str, int]]:
+    """Per variant, the blocks it drops ({path: 0}, at least one) or {} (every third one drops, from
+    the third; none when the model has no droppable block)."""
+    import torch
+
+    paths = [k.site for k in space.knobs_of("block")]
+    out: list[dict[str, int]] = []
+    for i in range(n):
+        if not paths or i % DEPTH_EVERY != DEPTH_EVERY - 1:
+            out.append({})
+            continue
+        gen = torch.Generator().manual_seed(seed + 7919 * (i + 1))
+        drop = [p for p, u in zip(paths, torch.rand(len(paths), generator=gen).tolist()) if u < DROP_PROB]
+        out.append(dict.fromkeys(drop or [paths[i % len(paths)]], 0))
+    return out
+
+
 def _resize(kept: Any, n: int, size: int, seed: int) -> Any:
     import torch
 
@@ -66,16 +91,31 @@ def _resize(kept: Any, n: int, size: int, seed: int) -> Any:
 
 
 def measure_keeps(
-    space: Space, keeps: list[Keep | None], table: LatencyTable, rounds: int = 3, precision: str = "fp32"
+    space: Space,
+    keeps: list[Keep | None],
+    table: LatencyTable,
+    rounds: int = 3,
+    precision: str = "fp32",
+    blocks: list[dict[str, int]] | None = None,
 ) -> list[float]:
-    """Export every keep-setting for real (None: the dense model) and time it end to end on the table's
-    backend, each as a ratio to the dense model timed just before it (`time_against_reference`); in
-    `precision` (int8: every conv/linear layer quantized, exported as int8 QDQ)."""
-    from netdiet.export import export_model
+    """Export every keep-setting for real (None: the dense model), with the blocks `blocks[i]` drops,
+    and time it end to end on the table's backend, each as a ratio to the dense model timed just before
+    it (`time_against_reference`); in `precision` (int8: every conv/linear layer quantized, exported as
+    int8 QDQ)."""
+    from netdiet.export import export_assignment, export_model
     from netdiet.report.latency_e2e import prepare_runner, time_against_reference
+    from netdiet.space import Assignment
+
+    drops = {id(k): b for k, b in zip(keeps, blocks or []) if k is not None and b}
 
     def runner(keep: Keep | None) -> Any:
-        model = space.model if keep is None else export_model(space, keep, verify=False)
+        if keep is None:
+            model = space.model
+        elif id(keep) in drops:
+            choice = Assignment.of(keep=keep, blocks=drops[id(keep)])
+            model = export_assignment(space, choice, verify=False)[0]
+        else:
+            model = export_model(space, keep, verify=False)
         return prepare_runner(
             model,
             space.example_inputs.args,
@@ -115,10 +155,12 @@ def calibrate_latency(
     if bits is not None and not model.has_int8:
         raise ConfigError("int8 calibration needs a table with int8 timings: profile with the int8 precision")
     keeps: list[Keep | None] = [None, *random_variants(space, n_fit, seed, model.group_multiples(precision))]
-    tabled = [float(model.tabled_ms(space.counts(keep), bits)) for keep in keeps]
-    unaligned = [model.unaligned_layers(space.counts(keep), bits) for keep in keeps]
-    melems = [float(model.activation_melems(space.counts(keep))) for keep in keeps]
-    measured = measure_keeps(space, keeps, table, precision=precision)
+    drops = [{}, *random_block_drops(space, n_fit, seed)]
+    counts = [space.counts(keep) for keep in keeps]
+    tabled = [float(model.tabled_ms(c, bits, b or None)) for c, b in zip(counts, drops)]
+    unaligned = [float(model.unaligned_layers(c, bits, b or None)) for c, b in zip(counts, drops)]
+    melems = [float(model.activation_melems(c, b or None)) for c, b in zip(counts, drops)]
+    measured = measure_keeps(space, keeps, table, precision=precision, blocks=drops)
     if progress:
         for i, (t, m) in enumerate(zip(tabled, measured)):
             progress(f"calibrate {precision} {i + 1}/{len(keeps)}: tabled {t:.3f} ms, measured {m:.3f} ms")
@@ -145,9 +187,16 @@ def calibrate_latency(
         "overhead_ms": overhead,
         "dense_measured_ms": measured[0],
         "fit": [
-            {"tabled_ms": t, "unaligned_layers": u, "activation_melems": e, "measured_ms": m}
-            for t, u, e, m in zip(tabled, unaligned, melems, measured)
+            {
+                "tabled_ms": t,
+                "unaligned_layers": u,
+                "activation_melems": e,
+                "measured_ms": m,
+                "dropped": sorted(b),
+            }
+            for t, u, e, m, b in zip(tabled, unaligned, melems, measured, drops)
         ],
+        "depth_variants": sum(1 for b in drops if b),
         "fit_median_abs_error": statistics.median(abs(p - m) / m for p, m in zip(predicted, measured)),
         "seed": seed,
         "model": type(space.model).__name__,
@@ -168,25 +217,30 @@ def validate_latency(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Prediction error on `n` held-out random variants: per variant and the median/max absolute error
-    (in `precision`: int8 variants are exported as int8 QDQ and priced at 8 bits)."""
+    (in `precision`: int8 variants are exported as int8 QDQ and priced at 8 bits). On a model with
+    droppable blocks every third variant drops some (`dropped` in its row)."""
     model = LatencyModel(space, table)
     if not model.is_calibrated(precision):
         raise ConfigError(
             f"validate a calibrated latency model: run calibrate_latency (netdiet profile) for {precision} first"
         )
     bits = model.uniform_bits(8) if precision == "int8" else None
-    rows = []
+    rows: list[dict[str, Any]] = []
     keeps = random_variants(space, n, seed, model.group_multiples(precision))
-    dense_measured, *all_measured = measure_keeps(space, [None, *keeps], table, precision=precision)
+    drops = random_block_drops(space, n, seed)
+    dense_measured, *all_measured = measure_keeps(
+        space, [None, *keeps], table, precision=precision, blocks=[{}, *drops]
+    )
     dense_predicted = model.predict_keep(None, bits)
-    for i, (keep, measured) in enumerate(zip(keeps, all_measured)):
-        predicted = model.predict_keep(keep, bits)
-        flops_ratio = float(space.cost(keep).flops) / float(space.cost().flops)
+    for i, (keep, blocks, measured) in enumerate(zip(keeps, drops, all_measured)):
+        predicted = float(model.predict(space.counts(keep), bits, blocks or None))
+        flops_ratio = float(cost(space, keep, blocks=blocks or None).flops) / float(space.cost().flops)
         predicted_ratio = predicted / dense_predicted
         measured_ratio = measured / dense_measured
         rows.append(
             {
                 "variant": i,
+                "dropped": sorted(blocks),
                 "flops_ratio": flops_ratio,
                 "predicted_ms": predicted,
                 "measured_ms": measured,

@@ -168,7 +168,13 @@ class LatencyModel:
                     "has; re-run `netdiet profile` for this model with the table as --out"
                 )
         self.fingerprint = model_fingerprint(space)
-        self.terms = {p: _terms(table.calibration.get(self.calibration_key(p), {})) for p in PRECISIONS}
+        # a model with droppable blocks needs a fit that saw settings dropping them: one fitted on widths
+        # alone (before depth variants were measured) is refitted
+        has_blocks = bool(space.knobs_of("block"))
+        self.terms = {}
+        for p in PRECISIONS:
+            cal = table.calibration.get(self.calibration_key(p), {})
+            self.terms[p] = _terms(cal if not has_blocks or "depth_variants" in cal else {})
         fp32 = self.terms["fp32"]
         self.scale, self.overhead_ms = fp32.scale, fp32.overhead_ms
         self.unaligned_ms, self.activation_ms = fp32.unaligned_ms, fp32.activation_ms
@@ -243,23 +249,35 @@ class LatencyModel:
                 return unaligned
         return aligned
 
-    def tabled_ms(self, counts: Mapping[int, Any], bits: Mapping[str, Any] | None = None) -> Any:
-        """Sum of the table latencies, before the fitted scale and overhead."""
+    def tabled_ms(
+        self,
+        counts: Mapping[int, Any],
+        bits: Mapping[str, Any] | None = None,
+        blocks: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Sum of the table latencies (of the layers of kept blocks), before the fitted scale and overhead."""
         total: Any = 0.0
-        for value in self.layer_ms(counts, bits):
-            total = total + value
+        for need, value in zip(self.needs, self.layer_ms(counts, bits)):
+            total = total + (value * block_factor(need.shape.layer, blocks) if blocks else value)
         return total
 
-    def unaligned_layers(self, counts: Mapping[int, Any], bits: Mapping[str, Any] | None = None) -> int:
-        """Layers whose whole counts are off the multiple their table measured to pay."""
-        n = 0
+    def unaligned_layers(
+        self,
+        counts: Mapping[int, Any],
+        bits: Mapping[str, Any] | None = None,
+        blocks: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Layers whose whole counts are off the multiple their table measured to pay (a layer inside a
+        dropped block counts its block's value: none)."""
+        n: Any = 0
         for need, share in zip(self.needs, self.int8_shares(bits)):
             entry = self.table.entries[need.key]
             c_in = self.space.dim_size(need.shape.in_layout, counts)
             c_out = self.space.dim_size(need.shape.out_layout, counts)
             precision = "int8" if _num(share) > 0.5 else "fp32"
             grid = self._grid(entry, need, c_in, c_out, precision)
-            n += int(grid is not (entry.grid if precision == "fp32" else entry.int8.grid))  # type: ignore[union-attr]
+            off = int(grid is not (entry.grid if precision == "fp32" else entry.int8.grid))  # type: ignore[union-attr]
+            n = n + (off * block_factor(need.shape.layer, blocks) if blocks and off else off)
         return n
 
     def int8_fraction(self, bits: Mapping[str, Any] | None) -> Any:
@@ -270,14 +288,16 @@ class LatencyModel:
             total = total + share
         return total / max(1, len(shares))
 
-    def activation_melems(self, counts: Mapping[int, Any]) -> Any:
-        """Millions of activation elements entering and leaving the conv/linear layers, per batch."""
+    def activation_melems(self, counts: Mapping[int, Any], blocks: Mapping[str, Any] | None = None) -> Any:
+        """Millions of activation elements entering and leaving the conv/linear layers, per batch (those
+        of a layer inside a dropped block are gone with it: scaled by its block's value)."""
         total: Any = 0.0
         for need in self.needs:
             c_in = self.space.dim_size(need.shape.in_layout, counts)
             c_out = self.space.dim_size(need.shape.out_layout, counts)
             pos_in, pos_out = need.signature.positions()
-            total = total + (c_in * pos_in + c_out * pos_out) * (self.batch / 1e6)
+            term = (c_in * pos_in + c_out * pos_out) * (self.batch / 1e6)
+            total = total + (term * block_factor(need.shape.layer, blocks) if blocks else term)
         return total
 
     def predict(
@@ -287,27 +307,25 @@ class LatencyModel:
         blocks: Mapping[str, Any] | None = None,
     ) -> Any:
         """Predicted ms at kept counts per atom and effective bits per layer (None: all fp32); `blocks`
-        (module path -> 1 kept / 0 dropped / relaxed) scales the layers inside each block."""
+        (module path -> 1 kept / 0 dropped / relaxed) scales every term of the layers inside each block."""
         w = self.int8_fraction(bits) if bits else 0.0
         fp32, int8 = self.terms["fp32"], self.terms["int8"]
 
         def blend(a: float, b: float) -> Any:
             return a if _is_zero(w) else (b if _is_one(w) else a + w * (b - a))
 
-        if blocks:
-            tabled: Any = 0.0
-            for need, ms in zip(self.needs, self.layer_ms(counts, bits)):
-                tabled = tabled + ms * block_factor(need.shape.layer, blocks)
-        else:
-            tabled = self.tabled_ms(counts, bits)
+        tabled = self.tabled_ms(counts, bits, blocks)
         value: Any = blend(fp32.scale, int8.scale) * tabled
         value = value + blend(fp32.overhead_ms, int8.overhead_ms)
         unaligned_ms = blend(fp32.unaligned_ms, int8.unaligned_ms)
         if not _is_zero(unaligned_ms):
-            value = value + unaligned_ms * self.unaligned_layers(counts, bits)
+            value = value + unaligned_ms * self.unaligned_layers(counts, bits, blocks)
         activation_ms = blend(fp32.activation_ms, int8.activation_ms)
         if not _is_zero(activation_ms):
-            value = value + activation_ms * self.activation_melems(counts)
+            # every term drops with its block's layers, as in the exported model; the terms are fitted on
+            # variants that drop blocks too (report.calibrate_latency), since a fit on widths alone, with
+            # its negative activation term, mispriced depth by 13% (benchmarks/latency/depth-cpu-quick.json)
+            value = value + activation_ms * self.activation_melems(counts, blocks)
         return value
 
     def predict_keep(
