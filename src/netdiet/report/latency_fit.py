@@ -7,8 +7,9 @@ overhead` (see LatencyModel; every term counts only the layers of kept residual 
 timing hit by a burst of load on a shared machine does not bend the fit. The fit is stored in the table
 under the model's fingerprint. On a model with droppable blocks every third variant also drops a random
 set of them (`depth_variants` in the fit), so the terms are fitted on settings that trade depth too: a
-fit on width variants alone mispriced settings that drop ResNet-20 blocks by 13% (median; refitted: 1.8%,
-benchmarks/latency/depth-cpu-quick.json). A stored fit without depth variants is refitted for such models.
+fit on width variants alone mispriced ResNet-20 settings that drop blocks by 14% (median; refitted: 2.0%,
+benchmarks/latency/RESULTS-depth-cpu-quick.md). A stored fit without depth variants is refitted for such
+models.
 
 `validate_latency` measures other random variants (a different seed: held out from the fit) and reports
 the prediction error twice: of the latency itself, and of the latency relative to the dense model measured

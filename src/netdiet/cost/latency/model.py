@@ -324,7 +324,7 @@ class LatencyModel:
         if not _is_zero(activation_ms):
             # every term drops with its block's layers, as in the exported model; the terms are fitted on
             # variants that drop blocks too (report.calibrate_latency), since a fit on widths alone, with
-            # its negative activation term, mispriced depth by 13% (benchmarks/latency/depth-cpu-quick.json)
+            # its negative activation term, mispriced depth by 14% (benchmarks/latency/RESULTS-depth-cpu-quick.md)
             value = value + activation_ms * self.activation_melems(counts, blocks)
         return value
 
