@@ -184,3 +184,25 @@ def test_a_method_that_needs_steps_gets_its_batches_cut(digits, monkeypatch) -> 
         )
     assert result.report["dynamics"]["gated_batch_split"] == 2
     assert result.report["dynamics"]["gated_steps"] == 2 * len(digits.train) == len(result.trace)
+
+
+def test_a_latency_budget_missed_on_the_clock_is_reported_and_named() -> None:
+    from netdiet.compress import MEASURED_SLACK, budget_miss_message, measured_budget_check
+    from netdiet.methods import Budget
+    from netdiet.report.markdown import slower_exports
+
+    lat = {"measured_ratio": 0.52, "measured_ms": 2.6}
+    assert measured_budget_check(Budget.parse("flops=0.5"), lat) is None
+    miss = measured_budget_check(Budget.parse("latency=0.45"), lat)
+    assert miss is not None and miss["met"] is False and miss["over"] == pytest.approx(0.52 / 0.45 - 1)
+    message = budget_miss_message(Budget.parse("latency=0.45"), miss)
+    assert "latency=0.45" in message and "16% over" in message and "--validate" in message
+    within = measured_budget_check(Budget.parse("latency=0.5"), lat)  # 4% over: timing noise
+    assert within is not None and within["met"] is True and within["over"] < MEASURED_SLACK
+    absolute = measured_budget_check(Budget.parse("latency_ms=2.0"), lat)
+    assert absolute is not None and absolute["measured"] == 2.6 and not absolute["met"]
+    run = {"run": "r", "dense": {}, "compressed": {}, "latency": {"budget_check": miss}}
+    assert any(
+        "over its budget** (0.52 of dense against 0.45 of dense, 16% over)" in n
+        for n in slower_exports([run])
+    )

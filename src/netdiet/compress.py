@@ -353,6 +353,11 @@ def compress(
         report["latency"] = latency_section(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
+        check = measured_budget_check(comp.budget, report["latency"])
+        if check is not None:
+            report["latency"]["budget_check"] = check
+            if not check["met"]:
+                warnings.warn(budget_miss_message(comp.budget, check), UserWarning, stacklevel=2)
     report["bits"] = comp.bits
     if comp.bits < 32:
         report["quantized"] = (
@@ -545,6 +550,36 @@ def dynamics_summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
         "final_lambda": last["lam"],
         "hardened": bool(hard),
     }
+
+
+MEASURED_SLACK = 0.05  # the noise of an interleaved best-of-medians timing here; a larger miss is reported
+
+
+def measured_budget_check(budget: Budget, latency: dict[str, Any]) -> dict[str, Any] | None:
+    """For a latency budget: the measured latency (ratio to dense for `latency=`, ms for `latency_ms=`)
+    against the limit. The budget is met by the table's prediction by construction; the clock can
+    disagree (the methods pick settings where the table errs), and the report must say so."""
+    if not budget.needs_latency:
+        return None
+    measured = latency["measured_ratio"] if budget.relative else latency["measured_ms"]
+    over = measured / budget.value - 1.0
+    return {
+        "limit": budget.value,
+        "measured": measured,
+        "relative": budget.relative,
+        "over": over,
+        "met": over <= MEASURED_SLACK,
+    }
+
+
+def budget_miss_message(budget: Budget, check: dict[str, Any]) -> str:
+    what = "of the dense model" if check["relative"] else "ms"
+    return (
+        f"the compressed model meets {budget} by the latency table's prediction, but measured "
+        f"{check['measured']:.3g} {what}, {100 * check['over']:.0f}% over the limit (more than the "
+        f"{100 * MEASURED_SLACK:.0f}% timing noise allowed). The table mispredicts this setting: validate it "
+        "(`netdiet profile ... --validate 10`), re-profile on an idle machine, or lower the budget by the miss."
+    )
 
 
 def latency_section(

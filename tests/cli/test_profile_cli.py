@@ -167,6 +167,10 @@ def test_compress_cli_with_a_latency_budget_profiles_and_reports_latency(
     assert 0 < lat["predicted_ratio"] <= 0.6
     assert lat["predicted_ratio"] == pytest.approx(lat["predicted_ms"] / lat["predicted_dense_ms"])
     assert 0 < lat["measured_ms"] < lat["measured_dense_ms"]
+    # the budget checked on the clock too (the synthetic backend times what the table predicts)
+    check = lat["budget_check"]
+    assert check["relative"] and check["limit"] == 0.6 and check["met"] is True
+    assert check["measured"] == pytest.approx(lat["measured_ratio"])
     table_path = out / "latency_table.json"
     assert table_path.is_file()
     table = LatencyTable.load(table_path)

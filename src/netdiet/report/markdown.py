@@ -87,6 +87,13 @@ def slower_exports(runs: list[dict[str, Any]]) -> list[str]:
                     f"({d[key]:.3g} -> {c[key]:.3g} ms, {c[key] / d[key]:.2f}x)"
                 )
         lat = r.get("latency") or {}
+        check = lat.get("budget_check")
+        if check is not None and not check["met"]:
+            unit = " of dense" if check["relative"] else " ms"
+            notes.append(
+                f"**{run_name(r)}: measured latency is over its budget** ({check['measured']:.3g}{unit} "
+                f"against {check['limit']:.3g}{unit}, {100 * check['over']:.0f}% over)"
+            )
         if lat.get("measured_ratio") is not None and lat["measured_ratio"] > 1:
             notes.append(
                 f"**{run_name(r)}: SLOWER than dense on {lat['backend']} at batch {lat['batch']}** "
