@@ -132,3 +132,38 @@ def test_what_ranks_cannot_keep_equal_is_refused_before_any_work(
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial --out
+
+
+def test_two_processes_with_block_gates_agree_on_the_dropped_blocks(dense_run: Path, tmp_path: Path) -> None:
+    """The block gates are the method's own parameters too: averaged over ranks, so both ranks drop the
+    same blocks (else the data-parallel fine-tune of the export could not run)."""
+    out = tmp_path / "depth"
+    args = _args(dense_run, out)
+    args[args.index("flops=0.5")] = "flops=0.3"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "netdiet.cli.main",
+        *args,
+        "--method-opt",
+        "depth=true",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["compressed"]["flops"] <= 0.3 * report["dense"]["flops"] * (1 + 1e-9)
+    blocks = {
+        k.split(":", 1)[1]: v for k, v in report["assignment"]["values"].items() if k.startswith("block:")
+    }
+    assert len(blocks) == 7 and report["dropped_blocks"] == sorted(p for p, v in blocks.items() if v == 0)
