@@ -21,6 +21,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _torchrun(args: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
+    """`netdiet ARGS` under torchrun with 2 processes (one thread each), from this source tree."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "netdiet.cli.main",
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def _args(dense: Path, out: Path) -> list[str]:
     return [
         "compress",
@@ -49,24 +71,7 @@ def test_two_processes_give_one_model_that_tracks_the_single_process_run(
 ) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_args(dense_run, one)) == 0
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "netdiet.cli.main",
-        *_args(dense_run, two),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = _torchrun(_args(dense_run, two), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     # Rank 0 wrote the result; the other rank's private folder is gone and nothing else appeared.
     assert (two / "recipe.json").is_file() and (two / "model.safetensors").is_file()
@@ -111,24 +116,7 @@ def test_what_ranks_cannot_keep_equal_is_refused_before_any_work(
     if "--method" in extra:  # amc has no gated epochs
         i = args.index("--epochs")
         del args[i : i + 2]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "netdiet.cli.main",
-        *args,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = _torchrun(args, timeout=300)
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial --out
@@ -140,26 +128,7 @@ def test_two_processes_with_block_gates_agree_on_the_dropped_blocks(dense_run: P
     out = tmp_path / "depth"
     args = _args(dense_run, out)
     args[args.index("flops=0.5")] = "flops=0.3"
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "netdiet.cli.main",
-        *args,
-        "--method-opt",
-        "depth=true",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = _torchrun([*args, "--method-opt", "depth=true"], timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["compressed"]["flops"] <= 0.3 * report["dense"]["flops"] * (1 + 1e-9)
