@@ -90,13 +90,15 @@ def test_a_block_drops_where_the_family_has_one(family: tuple[str, nn.Module, An
     assert netdiet.price(space, choice).flops < space.cost().flops
 
 
+@pytest.mark.parametrize("depth", [False, True], ids=["widths", "depth"])
 def test_l1l2_a_few_steps_then_export_meets_the_budget(
-    family: tuple[str, nn.Module, Any, netdiet.Space],
+    family: tuple[str, nn.Module, Any, netdiet.Space], depth: bool
 ) -> None:
+    """With depth=True the block gates run on the family's own layers (T5's return tuples)."""
     name, model, inputs, space = family
     budget = FAMILIES[name][2]
     steps = 4
-    comp = netdiet.Compressor(model, inputs, budget=budget, total_steps=steps, space=space)
+    comp = netdiet.Compressor(model, inputs, budget=budget, total_steps=steps, space=space, depth=depth)
     opt = torch.optim.SGD(comp.model.parameters(), lr=1e-4)
     for _ in range(steps):
         loss = _loss(comp.model, inputs) + comp.penalty()
@@ -109,3 +111,5 @@ def test_l1l2_a_few_steps_then_export_meets_the_budget(
     assert exported.cost["flops"] <= ratio * exported.dense_cost["flops"] * (1 + 1e-9)
     assert exported.cost["flops"] == pytest.approx(netdiet.measured_flops(exported.model, inputs), rel=0.01)
     assert n_params(exported.model) < n_params(model)
+    blocks = {k.site for k in space.knobs_of("block")}
+    assert set(exported.assignment.blocks) == (blocks if depth else set())
