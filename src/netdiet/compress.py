@@ -41,6 +41,7 @@ from netdiet.errors import ConfigError, VerificationError
 from netdiet.export import RECIPE_ATTR
 from netdiet.export.handlers import quantize_exported
 from netdiet.methods import Budget, method_class
+from netdiet.methods.tighten import tighten
 from netdiet.profiling import prepare_latency_table
 from netdiet.quant import quantized_layers
 from netdiet.report import compare_latency
@@ -149,6 +150,7 @@ def compress(
     latency_backend: str | None = None,
     latency_batch: int | None = None,
     force_table: bool = False,
+    latency_fixup: bool = True,
     progress: bool = True,
     work_dir: str | Path | None = None,
 ) -> CompressionResult:
@@ -164,7 +166,10 @@ def compress(
     a JSON path; completed and calibrated for this model if needed, and written back to the path). Without
     one, the model is profiled now on `latency_backend` (default onnxruntime where installed) at
     `latency_batch` (default 1; a given table must match it). The report then holds predicted and
-    measured latency of both models on that backend.
+    measured latency of both models on that backend. With `latency_fixup` (default) a float export that
+    measures over the budget (more than timing noise) is tightened before the fine-tune: units are removed
+    from the method's setting until the prediction is lower by the measured miss, up to
+    `LATENCY_FIXUPS` times (`report["latency_fixups"]` lists each measurement).
 
     `work_dir` keeps the run's resumable state (see `netdiet.compress_state`): called again with the same
     arguments and work_dir after an interruption, compress continues after the last finished phase or
@@ -246,6 +251,7 @@ def compress(
     run_id = _run_fingerprint(model, comp, epochs, finetune_epochs, distill, base, method_options)
     run_id["bits"] = comp.bits
     saved = load_gated(work, model, run_id) if work is not None else None
+    fixups: list[dict[str, Any]] = []
     if saved is not None:
         exported, trace, gate_snapshots = saved["exported"], saved["trace"], saved["snapshots"]
         history += saved["history"]
@@ -265,6 +271,8 @@ def compress(
         # calibrated on a just-pruned model fit no fine-tuned one), an unpruned one (ptq) is quantized now
         # and its fine-tune is quantization-aware
         exported = comp.export(quantize=comp.bits >= 32)
+        if latency_fixup and comp.latency is not None and comp.budget.needs_latency and comp.bits >= 32:
+            exported, fixups = fit_to_measured_latency(comp, exported, model, inputs)
         trace, gate_snapshots = comp.trace, snapshots(comp)
         if work is not None:
             save_gated(
@@ -353,6 +361,8 @@ def compress(
         report["latency"] = latency_section(
             comp.latency, exported.dense_cost, exported.cost, model, slim, inputs
         )
+        if fixups:
+            report["latency_fixups"] = fixups
         check = measured_budget_check(comp.budget, report["latency"])
         if check is not None:
             report["latency"]["budget_check"] = check
@@ -552,6 +562,7 @@ def dynamics_summary(trace: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+LATENCY_FIXUPS = 3  # measured fix-ups of a latency budget at most (each times dense and export 5 rounds)
 MEASURED_SLACK = 0.05  # the noise of an interleaved best-of-medians timing here; a larger miss is reported
 
 
@@ -570,6 +581,44 @@ def measured_budget_check(budget: Budget, latency: dict[str, Any]) -> dict[str, 
         "over": over,
         "met": over <= MEASURED_SLACK,
     }
+
+
+def fit_to_measured_latency(
+    comp: Compressor, exported: Exported, dense: nn.Module, inputs: Any
+) -> tuple[Exported, list[dict[str, Any]]]:
+    """Measure the export against the latency budget; while it is over by more than the timing noise,
+    lower the predicted target by the miss and tighten the method's setting to it (`methods.tighten`:
+    units removed, weakest first, nothing added), then measure again. Returns the export and one record
+    per measurement."""
+    records: list[dict[str, Any]] = []
+    assert comp.latency is not None
+    for attempt in range(LATENCY_FIXUPS + 1):
+        lat = latency_section(comp.latency, exported.dense_cost, exported.cost, dense, exported.model, inputs)
+        check = measured_budget_check(comp.budget, lat)
+        assert check is not None
+        records.append(
+            {
+                "predicted_ratio": lat["predicted_ratio"],
+                "measured_ratio": lat["measured_ratio"],
+                "measured_ms": lat["measured_ms"],
+                "met": check["met"],
+            }
+        )
+        if check["met"] or attempt == LATENCY_FIXUPS:
+            break
+        target = exported.cost["latency_ms"] * comp.budget.value / check["measured"]
+        try:
+            own = tighten(
+                comp.method.context,
+                exported.assignment,
+                comp.method.weights_for_export(exported.assignment),
+                target,
+            )
+        except ConfigError as err:  # nothing left to remove: the report's budget check says it was missed
+            records[-1]["stopped"] = str(err)
+            break
+        exported = comp.export(quantize=True, assignment=own)
+    return exported, records
 
 
 def budget_miss_message(budget: Budget, check: dict[str, Any]) -> str:

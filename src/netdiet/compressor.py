@@ -275,15 +275,19 @@ class Compressor:
         """Per-step records of the method (relaxed cost, target, lambda, loss), empty for one-shot methods."""
         return list(getattr(self.method, "trace", []))
 
-    def export(self, verify: bool = True, quantize: bool = True) -> Exported:
+    def export(
+        self, verify: bool = True, quantize: bool = True, assignment: Assignment | None = None
+    ) -> Exported:
         """Read off an assignment within the budget and return the slim, verified model.
 
         `quantize=False` leaves the bit knobs out of the exported model (they stay in the assignment
         and its price): for a pruned model that is fine-tuned in float first and quantized after
-        (`quantize_exported`), since ranges calibrated on a just-pruned model fit no fine-tuned one."""
+        (`quantize_exported`), since ranges calibrated on a just-pruned model fit no fine-tuned one.
+        `assignment`: export this one (the method's knobs, e.g. a tightened read-off) instead of
+        reading one off now."""
         method = self.method
         t0 = time.perf_counter()
-        own = method.read_off()
+        own = method.read_off() if assignment is None else Assignment(assignment)
         self.search_s += time.perf_counter() - t0
         source = method.weights_for_export(own)
         assignment = method.context.complete(own)
