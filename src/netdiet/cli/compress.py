@@ -96,6 +96,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--force-table", action="store_true", help="use a latency table measured elsewhere")
     p.add_argument(
+        "--no-latency-fixup",
+        action="store_true",
+        help="keep an export that measures over its latency budget (default: tighten it before the fine-tune)",
+    )
+    p.add_argument(
         "--method", default="l1l2", choices=sorted(METHODS), help="compression method (default l1l2)"
     )
     p.add_argument(
@@ -427,6 +432,7 @@ def _compress_into(
         latency_backend=args.latency_backend,
         latency_batch=args.latency_batch,
         force_table=args.force_table,
+        latency_fixup=not args.no_latency_fixup,
         progress=not args.no_progress and not args.json and sys.stderr.isatty(),
         work_dir=staged.state_dir,
     )
